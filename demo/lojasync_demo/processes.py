@@ -1,0 +1,99 @@
+"""Start and stop the lojasync services as child processes, for the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    module: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class PortInUse(Exception):
+    pass
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class ProcessGroup:
+    """Child processes started together and stopped together."""
+
+    services: list[ServiceProcess] = field(default_factory=list)
+
+    async def start(self, service: ServiceProcess) -> None:
+        if port_in_use(service.port):
+            raise PortInUse(
+                f"port {service.port} for {service.name} is in use; stop what runs there "
+                f"(a previous `lojasync demo --keep-running`?) and try again"
+            )
+        service.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = service.log_path.open("wb")
+        env = {
+            **os.environ,
+            **service.env,
+            "LOJASYNC_HTTP_HOST": "127.0.0.1",
+            "LOJASYNC_HTTP_PORT": str(service.port),
+        }
+        service.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", service.module, env=env, stdout=log, stderr=log
+        )
+        log.close()
+        self.services.append(service)
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            for service in self.services:
+                while True:
+                    if service.process is not None and service.process.returncode is not None:
+                        raise RuntimeError(
+                            f"{service.name} exited with status {service.process.returncode}; "
+                            f"see {service.log_path}"
+                        )
+                    try:
+                        response = await client.get(f"{service.url}/ready")
+                        if response.status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"{service.name} was not ready within {timeout:.0f} s; "
+                            f"see {service.log_path}"
+                        )
+                    await asyncio.sleep(0.2)
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        for service in reversed(self.services):
+            process = service.process
+            if process is None or process.returncode is not None:
+                continue
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self.services.clear()

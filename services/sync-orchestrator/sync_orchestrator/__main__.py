@@ -1,0 +1,3 @@
+from sync_orchestrator.app import main
+
+main()

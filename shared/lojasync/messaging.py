@@ -1,0 +1,372 @@
+"""RabbitMQ adapter: topology, confirmed publishing and a batching consumer.
+
+Topology per namespace `ns`:
+- `ns` (topic exchange): every lojasync event; routing keys are built in
+  `lojasync.envelope` (`changed.<entity>.<origin>`, `resolved.<entity>.<target>`, ...).
+- `ns.dead-letter` (fanout exchange) and its queue `ns.dead-letters`: messages that
+  cannot be handled, with the reason in the `x-lojasync-reason` header.
+- One durable queue per consumer, named by the service (`ns.orchestrator`,
+  `ns.store.<id>`, `ns.erp-gateway`).
+
+Ack policy, in one place (`BatchConsumer`): a batch is acked after its handler
+committed; a message that cannot be parsed or that the handler rejects for good is
+re-published to the dead-letter exchange with the reason and then acked; a transient
+failure (database or broker down) is retried in place with capped exponential backoff,
+so the messages behind it keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from lojasync.envelope import CONTENT_TYPE, Envelope
+from lojasync.errors import BrokerUnavailable, EnvelopeInvalid, LojasyncError, TransientError
+from lojasync.persistence import OutgoingEvent, is_transient_database_error
+
+logger = logging.getLogger(__name__)
+
+REASON_HEADER = "x-lojasync-reason"
+QUEUE_HEADER = "x-lojasync-queue"
+
+
+class PermanentFailure(LojasyncError):
+    """A handler's verdict that one event can never be applied; it goes to dead letters."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"event {event_id}: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
+BatchHandler = Callable[[Sequence[Envelope]], Awaitable[None]]
+
+
+class MessageBus(Protocol):
+    """The port services publish through; `Broker` implements it on RabbitMQ."""
+
+    async def publish(self, events: Sequence[OutgoingEvent]) -> None: ...
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, TransientError):
+        return True
+    if isinstance(error, aiormq.exceptions.AMQPConnectionError | ConnectionError):
+        return True
+    return is_transient_database_error(error)
+
+
+@dataclass
+class Broker:
+    """One robust connection to RabbitMQ, with the namespace's exchanges declared."""
+
+    url: str
+    namespace: str
+    prefetch: int = 1000
+    connection: AbstractRobustConnection | None = None
+    _publish_channel: AbstractChannel | None = None
+    _exchange: AbstractExchange | None = None
+    _dead_letter_exchange: AbstractExchange | None = None
+    _consumers: list[BatchConsumer] = field(default_factory=list)
+
+    @property
+    def exchange_name(self) -> str:
+        return self.namespace
+
+    @property
+    def dead_letter_exchange_name(self) -> str:
+        return f"{self.namespace}.dead-letter"
+
+    @property
+    def dead_letter_queue_name(self) -> str:
+        return f"{self.namespace}.dead-letters"
+
+    def queue_name(self, consumer: str) -> str:
+        return f"{self.namespace}.{consumer}"
+
+    async def connect(self, *, attempts: int = 30, delay: float = 1.0) -> None:
+        """Connect, retrying while the broker is not up yet, then declare the exchanges."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.connection = await aio_pika.connect_robust(self.url)
+                break
+            except (aiormq.exceptions.AMQPConnectionError, OSError) as exc:
+                logger.warning(
+                    "broker not reachable, retrying",
+                    extra={"attempt": attempt, "attempts": attempts, "error": str(exc)},
+                )
+                if attempt == attempts:
+                    raise BrokerUnavailable(
+                        f"cannot connect to RabbitMQ at LOJASYNC_BROKER_URL after {attempts} "
+                        f"attempts: {exc}; start the broker or fix the URL"
+                    ) from exc
+                await asyncio.sleep(delay)
+
+        assert self.connection is not None
+        self._publish_channel = await self.connection.channel(publisher_confirms=True)
+        self._exchange = await self._publish_channel.declare_exchange(
+            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self._dead_letter_exchange = await self._publish_channel.declare_exchange(
+            self.dead_letter_exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dead_letters = await self._publish_channel.declare_queue(
+            self.dead_letter_queue_name, durable=True
+        )
+        await dead_letters.bind(self._dead_letter_exchange)
+
+    async def close(self) -> None:
+        for consumer in self._consumers:
+            await consumer.stop()
+        self._consumers.clear()
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
+
+    async def declare_queue(self, consumer: str, bindings: Sequence[str]) -> AbstractQueue:
+        """Declare a durable queue for `consumer` bound to the exchange with `bindings`."""
+        channel = self._require_channel()
+        queue = await channel.declare_queue(
+            self.queue_name(consumer),
+            durable=True,
+            arguments={"x-queue-type": "classic"},
+        )
+        for pattern in bindings:
+            await queue.bind(self.exchange_name, routing_key=pattern)
+        return queue
+
+    async def publish(self, events: Sequence[OutgoingEvent]) -> None:
+        """Publish persistent messages in order and wait until the broker confirmed all.
+
+        The channel's publish lock is FIFO, so the messages go out in list order.
+        """
+        exchange = self._require_exchange()
+        messages = [
+            (
+                aio_pika.Message(
+                    event.body,
+                    message_id=event.event_id,
+                    type=event.event_type,
+                    content_type=CONTENT_TYPE,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                event.routing_key,
+            )
+            for event in events
+        ]
+        try:
+            await asyncio.gather(
+                *(exchange.publish(message, routing_key=key) for message, key in messages)
+            )
+        except (aiormq.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"publishing {len(messages)} messages failed: {exc}") from exc
+
+    async def dead_letter(self, message: AbstractIncomingMessage, queue: str, reason: str) -> None:
+        """Copy a message to the dead-letter exchange with the reason, then ack the original."""
+        exchange = self._dead_letter_exchange
+        if exchange is None:
+            raise BrokerUnavailable("Broker.dead_letter called before Broker.connect")
+        headers = dict(message.headers or {})
+        headers[REASON_HEADER] = reason[:2000]
+        headers[QUEUE_HEADER] = queue
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            message_id=message.message_id,
+            type=message.type,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await exchange.publish(copy, routing_key=message.routing_key or "")
+        await message.ack()
+        logger.error(
+            "message dead-lettered",
+            extra={
+                "message_id": message.message_id,
+                "routing_key": message.routing_key,
+                "queue": queue,
+                "reason": reason,
+            },
+        )
+
+    async def consume(
+        self,
+        consumer: str,
+        bindings: Sequence[str],
+        handler: BatchHandler,
+        *,
+        batch_max: int = 500,
+    ) -> BatchConsumer:
+        queue = await self.declare_queue(consumer, bindings)
+        channel = await self._require_connection().channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        queue = await channel.get_queue(queue.name)
+        batch_consumer = BatchConsumer(self, queue, handler, batch_max=batch_max)
+        await batch_consumer.start()
+        self._consumers.append(batch_consumer)
+        return batch_consumer
+
+    def _require_connection(self) -> AbstractRobustConnection:
+        if self.connection is None:
+            raise BrokerUnavailable("the broker is not connected; call Broker.connect first")
+        return self.connection
+
+    def _require_channel(self) -> AbstractChannel:
+        if self._publish_channel is None:
+            raise BrokerUnavailable("the broker is not connected; call Broker.connect first")
+        return self._publish_channel
+
+    def _require_exchange(self) -> AbstractExchange:
+        if self._exchange is None:
+            raise BrokerUnavailable("the broker is not connected; call Broker.connect first")
+        return self._exchange
+
+
+class BatchConsumer:
+    """Feeds a queue's messages to a handler in batches of up to `batch_max`.
+
+    Deliveries go into a buffer bounded by the channel's prefetch; the worker takes
+    whatever is buffered (at least one message), hands the parsed events to the handler
+    in one call, and acks the batch with one `multiple` ack after the handler returned.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        queue: AbstractQueue,
+        handler: BatchHandler,
+        *,
+        batch_max: int,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._handler = handler
+        self._batch_max = batch_max
+        self._max_backoff = max_backoff
+        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._consumer_tag: str | None = None
+        self.processed = 0
+
+    async def start(self) -> None:
+        self._consumer_tag = await self._queue.consume(self._buffer.put, no_ack=False)
+        self._worker = asyncio.create_task(self._run(), name=f"consumer {self._queue.name}")
+
+    async def stop(self) -> None:
+        if self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception as exc:  # the channel may already be closed
+                logger.debug("cancel consumer failed", extra={"error": str(exc)})
+            self._consumer_tag = None
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._buffer.get()]
+            while len(batch) < self._batch_max and not self._buffer.empty():
+                batch.append(self._buffer.get_nowait())
+            await self._handle(batch)
+
+    async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
+        parsed: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        for message in messages:
+            try:
+                parsed.append((message, Envelope.from_bytes(message.body)))
+            except EnvelopeInvalid as exc:
+                await self._dead_letter(message, str(exc))
+
+        if parsed:
+            logger.debug(
+                "batch received",
+                extra={"queue": self._queue.name, "messages": len(parsed)},
+            )
+            try:
+                await self._call_with_retry([envelope for _, envelope in parsed])
+            except PermanentFailure:
+                await self._handle_one_by_one(parsed)
+                return
+            await self._ack(parsed[-1][0], multiple=True)
+            self.processed += len(parsed)
+
+    async def _handle_one_by_one(
+        self, parsed: list[tuple[AbstractIncomingMessage, Envelope]]
+    ) -> None:
+        for message, envelope in parsed:
+            try:
+                await self._call_with_retry([envelope])
+            except PermanentFailure as failure:
+                await self._dead_letter(message, failure.reason)
+                continue
+            await self._ack(message, multiple=False)
+            self.processed += 1
+
+    async def _call_with_retry(self, envelopes: list[Envelope]) -> None:
+        """Call the handler; retry transient failures, turn other errors into PermanentFailure."""
+        attempt = 0
+        while True:
+            try:
+                await self._handler(envelopes)
+                return
+            except PermanentFailure:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    if len(envelopes) > 1:
+                        raise PermanentFailure(envelopes[0].id, repr(exc)) from exc
+                    logger.exception(
+                        "handler failed", extra={"event_id": envelopes[0].id, "queue": self._queue.name}
+                    )
+                    raise PermanentFailure(envelopes[0].id, f"{type(exc).__name__}: {exc}") from exc
+                attempt += 1
+                delay = min(self._max_backoff, 0.1 * 2**attempt)
+                logger.warning(
+                    "transient failure, retrying",
+                    extra={
+                        "queue": self._queue.name,
+                        "attempt": attempt,
+                        "delay_seconds": delay,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
+                )
+                await asyncio.sleep(delay)
+
+    async def _ack(self, message: AbstractIncomingMessage, *, multiple: bool) -> None:
+        try:
+            await message.ack(multiple=multiple)
+        except Exception as exc:
+            # The channel closed under us; the broker redelivers, and the inbox skips them.
+            logger.warning(
+                "ack failed; the broker will redeliver",
+                extra={"queue": self._queue.name, "error": f"{type(exc).__name__}: {exc}"},
+            )
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        try:
+            await self._broker.dead_letter(message, self._queue.name, reason)
+        except Exception as exc:
+            logger.error(
+                "dead-lettering failed; leaving the message for redelivery",
+                extra={"message_id": message.message_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            await message.nack(requeue=True)

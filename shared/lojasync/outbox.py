@@ -1,0 +1,150 @@
+"""The outbox relay: publishes committed outbox rows in order, then deletes them.
+
+Rows are read in id order, published with publisher confirms, and deleted only after
+the broker confirmed every message of the round. A crash between publish and delete
+publishes those rows again on restart; consumers skip them through their inbox.
+
+One relay per database publishes at a time: the relay holds a PostgreSQL session-level
+advisory lock on a dedicated connection, so a second instance of the same service waits
+as a standby instead of publishing the same rows out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from lojasync.messaging import MessageBus, is_transient
+from lojasync.persistence import OUTBOX, OutgoingEvent
+
+logger = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: MessageBus,
+        *,
+        name: str,
+        batch_size: int = 1000,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self._engine = engine
+        self._bus = bus
+        self._name = name
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    def wake(self) -> None:
+        """Ask the relay to look at the outbox now; writers call this after commit."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox relay {self._name}")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def _run(self) -> None:
+        lock_id = zlib.crc32(f"lojasync outbox {self._name}".encode())
+        attempt = 0
+        while True:
+            try:
+                async with self._engine.connect() as lock_connection:
+                    await self._hold_lock(lock_connection, lock_id)
+                    attempt = 0
+                    await self._relay_forever(lock_connection)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                delay = min(30.0, 0.2 * 2**attempt)
+                log = logger.warning if is_transient(exc) else logger.error
+                log(
+                    "outbox relay failed, restarting",
+                    extra={
+                        "relay": self._name,
+                        "attempt": attempt,
+                        "delay_seconds": delay,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
+                )
+                await asyncio.sleep(delay)
+
+    async def _hold_lock(self, connection: AsyncConnection, lock_id: int) -> None:
+        while True:
+            acquired = await connection.scalar(
+                text("SELECT pg_try_advisory_lock(:lock_id)"), {"lock_id": lock_id}
+            )
+            await connection.commit()
+            if acquired:
+                logger.info("outbox relay active", extra={"relay": self._name})
+                return
+            await asyncio.sleep(self._poll_seconds * 4)
+
+    async def _relay_forever(self, lock_connection: AsyncConnection) -> None:
+        while True:
+            published = await self.relay_once()
+            if published < self._batch_size:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
+                except TimeoutError:
+                    # The lock connection must stay alive for the lock to hold.
+                    await lock_connection.execute(text("SELECT 1"))
+                    await lock_connection.commit()
+
+    async def relay_once(self) -> int:
+        """Publish one round of outbox rows; return how many were published."""
+        async with self._engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(
+                        OUTBOX.c.id,
+                        OUTBOX.c.event_id,
+                        OUTBOX.c.routing_key,
+                        OUTBOX.c.event_type,
+                        OUTBOX.c.body,
+                    )
+                    .order_by(OUTBOX.c.id)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            await connection.commit()
+        if not rows:
+            return 0
+
+        await self._bus.publish(
+            [
+                OutgoingEvent(
+                    event_id=row.event_id,
+                    routing_key=row.routing_key,
+                    event_type=row.event_type,
+                    body=row.body,
+                )
+                for row in rows
+            ]
+        )
+
+        async with self._engine.begin() as connection:
+            # Delete exactly the published ids: a transaction that took a lower id may commit
+            # after this round read the table, and its row must stay for the next round.
+            await connection.execute(delete(OUTBOX).where(OUTBOX.c.id.in_([row.id for row in rows])))
+        self.published += len(rows)
+        logger.debug("outbox published", extra={"relay": self._name, "messages": len(rows)})
+        return len(rows)

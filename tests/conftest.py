@@ -1,0 +1,96 @@
+"""Fixtures shared by every test: server URLs, a fresh namespace and fresh databases.
+
+Integration tests talk to the real RabbitMQ and PostgreSQL. Their URLs come from
+LOJASYNC_TEST_BROKER_URL and LOJASYNC_TEST_DATABASE_SERVER, with the localhost servers
+as defaults. Where neither variable is set, no server answers on localhost and a Docker
+engine exists, testcontainers starts both servers for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+
+from lojasync.persistence import drop_database, ensure_database
+from lojasync.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_SERVER, database_url_for
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[tuple[str, str]]:
+    """(broker URL, database server URL) for the whole session."""
+    broker_url = os.environ.get("LOJASYNC_TEST_BROKER_URL")
+    database_server = os.environ.get("LOJASYNC_TEST_DATABASE_SERVER")
+    configured = broker_url is not None or database_server is not None
+    local = _port_open("127.0.0.1", 5672) and _port_open("127.0.0.1", 5432)
+    if configured or local or not _docker_available():
+        yield broker_url or DEFAULT_BROKER_URL, database_server or DEFAULT_DATABASE_SERVER
+        return
+
+    from testcontainers.postgres import PostgresContainer
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with PostgresContainer("postgres:15", driver="asyncpg") as postgres, RabbitMqContainer(
+        "rabbitmq:3.13"
+    ) as rabbitmq:
+        host = rabbitmq.get_container_host_ip()
+        port = rabbitmq.get_exposed_port(5672)
+        server = postgres.get_connection_url().rsplit("/", 1)[0]
+        yield f"amqp://guest:guest@{host}:{port}/", server
+
+
+@pytest.fixture(scope="session")
+def broker_url(servers: tuple[str, str]) -> str:
+    return servers[0]
+
+
+@pytest.fixture(scope="session")
+def database_server(servers: tuple[str, str]) -> str:
+    return servers[1]
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace no other test uses, so each test gets fresh exchanges and queues."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+DatabaseFactory = Callable[[str], Awaitable[str]]
+
+
+@pytest.fixture
+async def fresh_database(database_server: str) -> AsyncIterator[DatabaseFactory]:
+    """Create uniquely named databases for one test and drop them afterwards."""
+    created: list[str] = []
+
+    async def create(label: str) -> str:
+        name = f"lt_{label.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+        url = database_url_for(name, database_server)
+        await ensure_database(url)
+        created.append(url)
+        return url
+
+    yield create
+    for url in created:
+        await drop_database(url)
