@@ -91,7 +91,13 @@ def current(data: dict[str, Any], revision: int = 1, **kwargs: Any) -> CurrentRe
 
 
 def test_erp_creates_product() -> None:
-    outcome = decide(POLICY.for_entity("product"), change("product", "P1", "erp", product()), None, None, validate)
+    outcome = decide(
+        POLICY.for_entity("product"),
+        change("product", "P1", "erp", product()),
+        None,
+        None,
+        validate,
+    )
 
     assert isinstance(outcome, Accepted)
     assert outcome.data["description"] == "CERVEJA PILSEN 350ML"
@@ -160,10 +166,16 @@ def test_same_field_conflict_won_by_erp() -> None:
     base = customer()
     state = current(customer(name="Maria S. Souza"), revision=2, field_origins={"name": "erp"})
     edit = change(
-        "customer", CUSTOMER_ID, "store:loja-1", {"name": "Maria Silva", "email": "m@loja.com.br"}, base=1
+        "customer",
+        CUSTOMER_ID,
+        "store:loja-1",
+        {"name": "Maria Silva", "email": "m@loja.com.br"},
+        base=1,
     )
 
-    outcome = decide(POLICY.for_entity("customer"), edit, state, validate("customer", base), validate)
+    outcome = decide(
+        POLICY.for_entity("customer"), edit, state, validate("customer", base), validate
+    )
 
     assert isinstance(outcome, Accepted)
     assert outcome.data["name"] == "Maria S. Souza"
@@ -173,10 +185,14 @@ def test_same_field_conflict_won_by_erp() -> None:
 
 def test_same_field_between_stores_newest_wins() -> None:
     base = customer()
-    state = current(customer(name="Nome da Loja 2"), revision=2, field_origins={"name": "store:loja-2"})
+    state = current(
+        customer(name="Nome da Loja 2"), revision=2, field_origins={"name": "store:loja-2"}
+    )
     edit = change("customer", CUSTOMER_ID, "store:loja-1", {"name": "Nome da Loja 1"}, base=1)
 
-    outcome = decide(POLICY.for_entity("customer"), edit, state, validate("customer", base), validate)
+    outcome = decide(
+        POLICY.for_entity("customer"), edit, state, validate("customer", base), validate
+    )
 
     assert isinstance(outcome, Accepted)
     assert outcome.data["name"] == "Nome da Loja 1"
@@ -203,7 +219,13 @@ def test_unchanged_erp_push_is_flagged() -> None:
     erp_view = validate("customer", customer())
     state = current(customer(), erp_base=erp_view)
 
-    outcome = decide(POLICY.for_entity("customer"), change("customer", CUSTOMER_ID, "erp", customer()), state, None, validate)
+    outcome = decide(
+        POLICY.for_entity("customer"),
+        change("customer", CUSTOMER_ID, "erp", customer()),
+        state,
+        None,
+        validate,
+    )
 
     assert isinstance(outcome, Accepted)
     assert outcome.unchanged
@@ -232,7 +254,11 @@ def test_invalid_merged_record_rejected_with_field_errors() -> None:
 
 def test_delete_of_missing_record_rejected() -> None:
     outcome = decide(
-        POLICY.for_entity("product"), change("product", "P9", "erp", {}, deleting=True), None, None, validate
+        POLICY.for_entity("product"),
+        change("product", "P9", "erp", {}, deleting=True),
+        None,
+        None,
+        validate,
     )
 
     assert isinstance(outcome, Rejected)
@@ -240,13 +266,24 @@ def test_delete_of_missing_record_rejected() -> None:
 
 
 def operator(**overrides: Any) -> dict[str, Any]:
-    record = {"id": OPERATOR_ID, "store_id": "loja-1", "code": "101", "name": "Ana Caixa", "role": "cashier", "active": True}
+    record = {
+        "id": OPERATOR_ID,
+        "store_id": "loja-1",
+        "code": "101",
+        "name": "Ana Caixa",
+        "role": "cashier",
+        "active": True,
+    }
     return {**record, **overrides}
 
 
 def test_operator_created_by_its_store() -> None:
     outcome = decide(
-        POLICY.for_entity("operator"), change("operator", OPERATOR_ID, "store:loja-1", operator(), base=0), None, None, validate
+        POLICY.for_entity("operator"),
+        change("operator", OPERATOR_ID, "store:loja-1", operator(), base=0),
+        None,
+        None,
+        validate,
     )
 
     assert isinstance(outcome, Accepted)
@@ -278,7 +315,11 @@ def test_operator_edit_by_other_store_rejected() -> None:
 
 def test_erp_cannot_create_operator() -> None:
     outcome = decide(
-        POLICY.for_entity("operator"), change("operator", OPERATOR_ID, "erp", operator()), None, None, validate
+        POLICY.for_entity("operator"),
+        change("operator", OPERATOR_ID, "erp", operator()),
+        None,
+        None,
+        validate,
     )
 
     assert isinstance(outcome, Rejected)
@@ -289,7 +330,9 @@ def test_scope_all_origin_and_fields() -> None:
     assert scope_of(POLICY.for_entity("product"), {}, None, {}) is None
     assert scope_of(POLICY.for_entity("operator"), {}, "loja-1", {}) == ["loja-1"]
     assert scope_of(POLICY.for_entity("price_table"), {"stores": []}, None, {}) is None
-    assert scope_of(POLICY.for_entity("price_table"), {"stores": ["loja-3", "loja-1"]}, None, {}) == [
+    assert scope_of(
+        POLICY.for_entity("price_table"), {"stores": ["loja-3", "loja-1"]}, None, {}
+    ) == [
         "loja-1",
         "loja-3",
     ]
