@@ -9,10 +9,13 @@ engine exists, testcontainers starts both servers for the session.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+import aio_pika
 import pytest
 
 from lojasync.persistence import drop_database, ensure_database
@@ -70,10 +73,55 @@ def database_server(servers: tuple[str, str]) -> str:
     return servers[1]
 
 
+TEST_NAMESPACE_PREFIX = "t-"
+_namespaces_used: set[str] = set()
+
+
 @pytest.fixture
 def namespace() -> str:
     """A namespace no other test uses, so each test gets fresh exchanges and queues."""
-    return f"t-{uuid.uuid4().hex[:10]}"
+    name = f"{TEST_NAMESPACE_PREFIX}{uuid.uuid4().hex[:10]}"
+    _namespaces_used.add(name)
+    return name
+
+
+def _broker_objects(kind: str, namespaces: set[str]) -> list[str]:
+    """Names of the local broker's queues or exchanges in `namespaces`, via rabbitmqctl."""
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        return []
+    try:
+        listed = subprocess.run(
+            [rabbitmqctl, "-q", f"list_{kind}", "name"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [name for name in listed.stdout.split() if name.split(".", 1)[0] in namespaces]
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _delete_test_namespaces(broker_url: str) -> AsyncIterator[None]:
+    """Delete the queues and exchanges of this session's namespaces when it ends.
+
+    Only names this session handed out are deleted, so test runs side by side on one
+    broker leave each other alone.
+    """
+    yield
+    queues = _broker_objects("queues", _namespaces_used)
+    exchanges = _broker_objects("exchanges", _namespaces_used)
+    if not queues and not exchanges:
+        return
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)
 
 
 DatabaseFactory = Callable[[str], Awaitable[str]]

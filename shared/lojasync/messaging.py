@@ -341,7 +341,9 @@ class BatchConsumer:
                 attempt += 1
                 delay = min(self._max_backoff, 0.1 * 2**attempt)
                 logger.warning(
-                    "transient failure, retrying",
+                    "transient failure, retrying: %s: %s",
+                    type(exc).__name__,
+                    exc,
                     extra={
                         "queue": self._queue.name,
                         "attempt": attempt,

@@ -66,9 +66,14 @@ class OutboxRelay:
         while True:
             try:
                 async with self._engine.connect() as lock_connection:
-                    await self._hold_lock(lock_connection, lock_id)
-                    attempt = 0
-                    await self._relay_forever(lock_connection)
+                    try:
+                        await self._hold_lock(lock_connection, lock_id)
+                        attempt = 0
+                        await self._relay_forever(lock_connection)
+                    finally:
+                        # The advisory lock belongs to the database session; closing the
+                        # session releases it, where returning it to the pool would not.
+                        await lock_connection.invalidate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -76,7 +81,9 @@ class OutboxRelay:
                 delay = min(30.0, 0.2 * 2**attempt)
                 log = logger.warning if is_transient(exc) else logger.error
                 log(
-                    "outbox relay failed, restarting",
+                    "outbox relay failed, restarting: %s: %s",
+                    type(exc).__name__,
+                    exc,
                     extra={
                         "relay": self._name,
                         "attempt": attempt,
