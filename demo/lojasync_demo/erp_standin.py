@@ -38,7 +38,13 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from lojasync.logs import configure_logging
-from lojasync.persistence import create_engine, create_tables, ensure_database, utc_now
+from lojasync.persistence import (
+    create_engine,
+    create_tables,
+    database_ready,
+    ensure_database,
+    utc_now,
+)
 from lojasync.settings import database_url_for
 
 logger = logging.getLogger(__name__)
@@ -245,6 +251,15 @@ def create_app(
 
     app = FastAPI(title="lojasync ERP stand-in", version="0.1.0", lifespan=lifespan)
     app.state.standin = standin
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        database = await database_ready(standin.engine)
+        return JSONResponse({"database": database}, status_code=200 if database else 503)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,283 @@
+"""`lojasync demo`: the whole pipeline on real reference data, end to end.
+
+Starts the orchestrator, the ERP gateway, three store registries and the ERP stand-in
+as child processes against the RabbitMQ and PostgreSQL servers, then:
+1. pushes the real reference tables and a generated catalog through the gateway;
+2. creates a customer in loja-1 and follows it to the ERP and the other stores;
+3. tries to edit an ERP-owned product in loja-2 and shows the rejection;
+4. changes loja-3's own price table and shows that only loja-3 receives it;
+5. prints per-store, per-entity counts and digests and whether each store matches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aio_pika
+import httpx
+from rich.console import Console
+
+from lojasync.cli import print_report
+from lojasync.convergence import ConvergenceReport, compare_stores
+from lojasync.i18n import PORTUGUESE
+from lojasync.persistence import drop_database
+from lojasync.reference import load_reference_tables
+from lojasync.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_SERVER, database_url_for
+from lojasync_demo.catalog import REFERENCE_ENTITIES, build_catalog
+from lojasync_demo.erp_standin import push_catalog
+from lojasync_demo.processes import ProcessGroup, ServiceProcess
+
+STORES = ("loja-1", "loja-2", "loja-3")
+NAMESPACE = "lojasync-demo"
+ORCHESTRATOR_PORT = 8000
+GATEWAY_PORT = 8001
+ERP_PORT = 8009
+FIRST_STORE_PORT = 8101
+
+T = TypeVar("T")
+console = Console()
+
+
+def _say(language: str, english: str, portuguese: str) -> None:
+    console.print(portuguese if language == PORTUGUESE else english)
+
+
+def _database(name: str, server: str) -> str:
+    return database_url_for(f"lojasync_demo_{name.replace('-', '_')}", server)
+
+
+async def _reset(broker_url: str, server: str) -> None:
+    """Drop the demo's databases and queues so every run starts from nothing."""
+    for name in ("orchestrator", "gateway", "erp", *STORES):
+        await drop_database(_database(name, server))
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in ("orchestrator", "erp-gateway", "dead-letters", *(f"store.{s}" for s in STORES)):
+            await channel.queue_delete(f"{NAMESPACE}.{queue}")
+
+
+def _services(broker_url: str, server: str, log_dir: Path) -> list[ServiceProcess]:
+    common = {"LOJASYNC_BROKER_URL": broker_url, "LOJASYNC_NAMESPACE": NAMESPACE}
+    services = [
+        ServiceProcess(
+            "sync-orchestrator",
+            "sync_orchestrator",
+            ORCHESTRATOR_PORT,
+            {**common, "LOJASYNC_DATABASE_URL": _database("orchestrator", server)},
+            log_dir / "sync-orchestrator.log",
+        ),
+        ServiceProcess(
+            "erp-standin",
+            "lojasync_demo.erp_standin",
+            ERP_PORT,
+            {"LOJASYNC_ERP_DATABASE_URL": _database("erp", server)},
+            log_dir / "erp-standin.log",
+        ),
+        ServiceProcess(
+            "erp-gateway",
+            "erp_gateway",
+            GATEWAY_PORT,
+            {
+                **common,
+                "LOJASYNC_DATABASE_URL": _database("gateway", server),
+                "LOJASYNC_ERP_CALLBACK_URL": f"http://127.0.0.1:{ERP_PORT}/erp/changes",
+            },
+            log_dir / "erp-gateway.log",
+        ),
+    ]
+    for index, store_id in enumerate(STORES):
+        port = FIRST_STORE_PORT + index
+        services.append(
+            ServiceProcess(
+                f"store-registry {store_id}",
+                "store_registry",
+                port,
+                {
+                    **common,
+                    "LOJASYNC_STORE_ID": store_id,
+                    "LOJASYNC_DATABASE_URL": _database(store_id, server),
+                    "LOJASYNC_API_URL": f"http://127.0.0.1:{port}",
+                },
+                log_dir / f"store-registry-{store_id}.log",
+            )
+        )
+    return services
+
+
+async def _until(
+    probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float, what: str
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
+        await asyncio.sleep(0.25)
+
+
+def _store_url(store_id: str) -> str:
+    return f"http://127.0.0.1:{FIRST_STORE_PORT + STORES.index(store_id)}"
+
+
+async def run_demo(*, products: int, keep_running: bool, language: str) -> int:
+    broker_url = os.environ.get("LOJASYNC_BROKER_URL", DEFAULT_BROKER_URL)
+    server = os.environ.get("LOJASYNC_DATABASE_SERVER", DEFAULT_DATABASE_SERVER)
+    log_dir = Path(os.environ.get("LOJASYNC_DEMO_LOG_DIR", "var/demo"))
+    group = ProcessGroup()
+    try:
+        await _reset(broker_url, server)
+        for service in _services(broker_url, server, log_dir):
+            await group.start(service)
+        await group.wait_ready()
+        _say(
+            language,
+            f"Services are up (logs in {log_dir}/).",
+            f"Serviços no ar (logs em {log_dir}/).",
+        )
+        async with httpx.AsyncClient(timeout=60.0) as client:
+            await _load_catalog(client, products, language)
+            await _customer_flow(client, language)
+            await _rejected_edit(client, language)
+            await _store_price_table(client, language)
+            report = await compare_stores(f"http://127.0.0.1:{ORCHESTRATOR_PORT}", client=client)
+        print_report(report, language, output=console)
+        if keep_running:
+            _say(
+                language,
+                "Services keep running; press Ctrl+C to stop them.",
+                "Os serviços continuam no ar; Ctrl+C para pará-los.",
+            )
+            await asyncio.Event().wait()
+        return 0 if report.converged else 1
+    finally:
+        await group.stop()
+
+
+async def _wait_converged(client: httpx.AsyncClient, expected: dict[str, int], timeout: float) -> ConvergenceReport:
+    def done(report: ConvergenceReport) -> bool:
+        held = {entity: summary["count"] for entity, summary in report.orchestrator.items()}
+        return (
+            len(report.stores) == len(STORES)
+            and all(held.get(entity, 0) >= count for entity, count in expected.items())
+            and report.converged
+        )
+
+    return await _until(
+        lambda: compare_stores(f"http://127.0.0.1:{ORCHESTRATOR_PORT}", client=client),
+        done,
+        timeout,
+        "convergence of every store",
+    )
+
+
+async def _load_catalog(client: httpx.AsyncClient, products: int, language: str) -> None:
+    tables = load_reference_tables()
+    catalog = build_catalog(tables, products=products, store_ids=STORES)
+    records = list(catalog.ordered())
+    reference = [entity for entity, _ in records if entity in REFERENCE_ENTITIES]
+    expected: dict[str, int] = {}
+    for entity, _ in records:
+        expected[entity] = expected.get(entity, 0) + 1
+
+    _say(
+        language,
+        f"Pushing {len(records):,} records to the ERP gateway ({len(reference):,} from the real "
+        f"NCM, CEST, CFOP, CST and IBGE tables, {products:,} products with their prices)...",
+        f"Enviando {len(records):,} registros ao ERP gateway ({len(reference):,} das tabelas reais "
+        f"de NCM, CEST, CFOP, CST e municípios do IBGE, {products:,} produtos com seus preços)...",
+    )
+    started = time.perf_counter()
+    totals = await push_catalog(f"http://127.0.0.1:{GATEWAY_PORT}", records, client=client)
+    pushed = time.perf_counter() - started
+    await _wait_converged(client, expected, timeout=600)
+    elapsed = time.perf_counter() - started
+    _say(
+        language,
+        f"  accepted {totals['accepted']:,}, rejected {totals['rejected']:,} in {pushed:.1f} s; "
+        f"all 3 stores converged after {elapsed:.1f} s "
+        f"({len(records) / elapsed:,.0f} records/s to 3 stores).",
+        f"  aceitos {totals['accepted']:,}, rejeitados {totals['rejected']:,} em {pushed:.1f} s; "
+        f"as 3 lojas convergiram após {elapsed:.1f} s "
+        f"({len(records) / elapsed:,.0f} registros/s para 3 lojas).",
+    )
+
+
+async def _customer_flow(client: httpx.AsyncClient, language: str) -> None:
+    _say(language, "\n[1] A customer registered at the loja-1 counter", "\n[1] Cliente cadastrado no balcão da loja-1")
+    response = await client.post(
+        f"{_store_url('loja-1')}/v1/records/customer",
+        json={"fields": {"document": "529.982.247-25", "name": "Maria da Silva", "email": "maria@example.com.br", "municipality": "3550308"}},
+    )
+    response.raise_for_status()
+    created = response.json()
+    key = created["record_key"]
+    _say(language, f"  loja-1 answered {response.status_code}, status {created['status']}", f"  loja-1 respondeu {response.status_code}, status {created['status']}")
+
+    async def view(url: str) -> dict[str, Any] | None:
+        found = await client.get(url)
+        return found.json() if found.status_code == 200 else None
+
+    confirmed = await _until(
+        lambda: view(f"{_store_url('loja-1')}/v1/records/customer/{key}"),
+        lambda v: v is not None and v["status"] == "confirmed",
+        60,
+        "confirmation in loja-1",
+    )
+    _say(language, f"  loja-1: confirmed at revision {confirmed['revision']}", f"  loja-1: confirmado na revisão {confirmed['revision']}")
+    for store_id in ("loja-2", "loja-3"):
+        other = await _until(lambda s=store_id: view(f"{_store_url(s)}/v1/records/customer/{key}"), lambda v: v is not None, 60, f"customer in {store_id}")
+        _say(language, f"  {store_id}: has {other['record']['name']} (revision {other['revision']})", f"  {store_id}: tem {other['record']['name']} (revisão {other['revision']})")
+    erp = await _until(lambda: view(f"http://127.0.0.1:{ERP_PORT}/erp/records/customer/{key}"), lambda v: v is not None, 60, "customer in the ERP")
+    _say(language, f"  ERP: received CPF {erp['record']['document']} at revision {erp['revision']}", f"  ERP: recebeu o CPF {erp['record']['document']} na revisão {erp['revision']}")
+
+
+async def _rejected_edit(client: httpx.AsyncClient, language: str) -> None:
+    _say(language, "\n[2] loja-2 tries to rename an ERP-owned product", "\n[2] A loja-2 tenta renomear um produto do ERP")
+    url = f"{_store_url('loja-2')}/v1/records/product/P000001"
+    before = (await client.get(url)).json()
+    response = await client.put(url, json={"fields": {"description": "NOME ALTERADO NA LOJA"}})
+    detail = response.json()["detail"]
+    after = (await client.get(url)).json()
+    _say(language, f"  HTTP {response.status_code} {detail['code']}: {detail['message']}", f"  HTTP {response.status_code} {detail['code']}: {detail['message_pt_br']}")
+    unchanged = before["record"]["description"] == after["record"]["description"]
+    _say(language, f"  the product is unchanged: {unchanged}", f"  o produto continua igual: {unchanged}")
+    response = await client.put(url, json={"fields": {"shelf_location": "CORREDOR 4 / PRAT 2"}})
+    _say(
+        language,
+        f"  editing its store-local shelf_location instead: HTTP {response.status_code} (kept in loja-2 only)",
+        f"  editando o campo local shelf_location: HTTP {response.status_code} (fica só na loja-2)",
+    )
+
+
+async def _store_price_table(client: httpx.AsyncClient, language: str) -> None:
+    _say(language, "\n[3] New prices in loja-3's own price table", "\n[3] Novos preços na tabela própria da loja-3")
+    changed = [
+        ("price", {"table": "LOJA-3", "product": f"P{number:06d}", "price": f"{number}.99"})
+        for number in range(1, 6)
+    ]
+    totals = await push_catalog(f"http://127.0.0.1:{GATEWAY_PORT}", changed, client=client)
+    _say(language, f"  gateway accepted {totals['accepted']} price(s)", f"  o gateway aceitou {totals['accepted']} preço(s)")
+    key = "LOJA-3:P000001"
+
+    async def status_of(store_id: str) -> int:
+        return (await client.get(f"{_store_url(store_id)}/v1/records/price/{key}")).status_code
+
+    await _until(
+        lambda: client.get(f"{_store_url('loja-3')}/v1/records/price/{key}"),
+        lambda r: r.status_code == 200 and r.json()["record"]["price"] == "1.99",
+        60,
+        "new price in loja-3",
+    )
+    await _wait_converged(client, {}, timeout=60)
+    for store_id in STORES:
+        code = await status_of(store_id)
+        has = code == 200
+        _say(language, f"  {store_id}: {'has' if has else 'does not have'} {key}", f"  {store_id}: {'tem' if has else 'não tem'} {key}")
