@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, Table, Text, text
+from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -113,19 +114,43 @@ async def create_tables(engine: AsyncEngine, tables: Sequence[Table]) -> None:
         await connection.run_sync(SQLModel.metadata.create_all, tables=list(tables))
 
 
+# One statement text whatever the number of ids, so SQLAlchemy and asyncpg reuse the
+# compiled and prepared statement; a multi-row VALUES list would be compiled per size.
+_INBOX_INSERT = text(
+    "INSERT INTO inbox (event_id, received_at) "
+    "SELECT unnest(CAST(:event_ids AS TEXT[])), now() "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+
+
 async def record_inbox(connection: AsyncConnection, event_ids: Iterable[str]) -> set[str]:
     """Insert event ids into the inbox and return the ones that were new.
 
     An id already present means the event was applied before; the caller skips it.
     """
-    rows = [{"event_id": event_id, "received_at": utc_now()} for event_id in event_ids]
-    if not rows:
+    ids = list(event_ids)
+    if not ids:
         return set()
-    statement = (
-        pg_insert(INBOX).values(rows).on_conflict_do_nothing().returning(INBOX.c.event_id)
-    )
-    result = await connection.execute(statement)
+    result = await connection.execute(_INBOX_INSERT, {"event_ids": ids})
     return {row[0] for row in result}
+
+
+def upsert_statement(
+    table: Table, key_columns: Sequence[str], update_columns: Sequence[str] | None = None
+) -> Insert:
+    """Build `INSERT ... ON CONFLICT` for `table`, to run with many rows of parameters.
+
+    With `update_columns` a conflicting row takes those columns from the new row; without
+    them it is left as it is. Build it once and pass a list of row dicts to execute, so the
+    statement is compiled and prepared once and asyncpg sends the rows in one pipeline.
+    """
+    statement = pg_insert(table)
+    if not update_columns:
+        return statement.on_conflict_do_nothing(index_elements=list(key_columns))
+    return statement.on_conflict_do_update(
+        index_elements=list(key_columns),
+        set_={name: statement.excluded[name] for name in update_columns},
+    )
 
 
 async def add_outbox(connection: AsyncConnection, events: Sequence[OutgoingEvent]) -> None:

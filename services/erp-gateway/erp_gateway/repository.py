@@ -13,15 +13,13 @@ from typing import Any
 
 from sqlalchemy import Row, Table, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import Text
 
 from erp_gateway.tables import ERP_CHANGE, ERP_DELIVERY, ERP_REJECTION, DeliveryStatus
-from lojasync.persistence import utc_now
+from lojasync.persistence import upsert_statement, utc_now
 
 # asyncpg accepts at most 32,767 bind parameters per statement.
-_MAX_PARAMETERS = 32_767
 
 
 @dataclass(frozen=True)
@@ -115,10 +113,8 @@ async def _insert_ignoring_duplicates(
 ) -> None:
     if not rows:
         return
-    per_statement = max(1, _MAX_PARAMETERS // len(rows[0]))
-    for start in range(0, len(rows), per_statement):
-        chunk = list(rows[start : start + per_statement])
-        await connection.execute(pg_insert(table).values(chunk).on_conflict_do_nothing())
+    primary_key = [column.name for column in table.primary_key.columns]
+    await connection.execute(upsert_statement(table, primary_key), list(rows))
 
 
 # Claims the deliveries due now, oldest first, and takes only the lowest pending revision

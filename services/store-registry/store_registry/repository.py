@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import Text
 
 from lojasync.digest import EMPTY_DIGEST, ENTITY_DIGEST_SQL
+from lojasync.persistence import upsert_statement
 from store_registry.domain import UPSERT, StoredRecord
 from store_registry.models import STORE_RECORD
 
@@ -109,20 +109,18 @@ async def load_record(connection: AsyncConnection, entity: str, key: str) -> Sto
     return _from_row(row) if row is not None else None
 
 
+_SAVE_RECORDS = upsert_statement(
+    STORE_RECORD, ("entity", "record_key"), _COLUMNS_UPDATED_ON_CONFLICT
+)
+
+
 async def save_records(
     connection: AsyncConnection, records: Sequence[StoredRecord], now: datetime
 ) -> None:
     """Insert or replace the rows of `records` with one statement."""
     if not records:
         return
-    statement = pg_insert(STORE_RECORD).values([_to_row(record, now) for record in records])
-    excluded = statement.excluded
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=[STORE_RECORD.c.entity, STORE_RECORD.c.record_key],
-            set_={name: getattr(excluded, name) for name in _COLUMNS_UPDATED_ON_CONFLICT},
-        )
-    )
+    await connection.execute(_SAVE_RECORDS, [_to_row(record, now) for record in records])
 
 
 async def list_records(

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lojasync.catalog import ENTITIES, validate_record
@@ -29,7 +28,13 @@ from lojasync.envelope import (
     store_target,
 )
 from lojasync.messaging import PermanentFailure
-from lojasync.persistence import OutgoingEvent, add_outbox, record_inbox, utc_now
+from lojasync.persistence import (
+    OutgoingEvent,
+    add_outbox,
+    record_inbox,
+    upsert_statement,
+    utc_now,
+)
 from lojasync.policy import Owner, Policy, ScopeFromDistribution
 from lojasync.reference import ReferenceTables
 from lojasync.service import ServiceRuntime
@@ -137,14 +142,8 @@ class ChangeHandler:
             api_url = envelope.data.get("api_url")
             if not isinstance(store_id, str) or not isinstance(api_url, str):
                 raise PermanentFailure(envelope.id, "store.announced needs data.store_id and data.api_url")
-            statement = pg_insert(KNOWN_STORE).values(
-                store_id=store_id, api_url=api_url, last_seen=utc_now()
-            )
             await connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[KNOWN_STORE.c.store_id],
-                    set_={"api_url": statement.excluded.api_url, "last_seen": statement.excluded.last_seen},
-                )
+                _SAVE_STORE, {"store_id": store_id, "api_url": api_url, "last_seen": utc_now()}
             )
             logger.info("store announced", extra={"store_id": store_id, "api_url": api_url})
 
@@ -438,6 +437,25 @@ async def _load_revision(
     return data
 
 
+_SAVE_STATES = upsert_statement(
+    RECORD_STATE,
+    ("entity", "record_key"),
+    (
+        "revision",
+        "data",
+        "content_hash",
+        "deleted",
+        "stores",
+        "owner_store",
+        "field_origins",
+        "erp_base",
+        "origin",
+        "updated_at",
+    ),
+)
+_SAVE_STORE = upsert_statement(KNOWN_STORE, ("store_id",), ("api_url", "last_seen"))
+
+
 async def _write(connection: AsyncConnection, batch: _Batch) -> None:
     if batch.touched:
         rows = [
@@ -457,28 +475,7 @@ async def _write(connection: AsyncConnection, batch: _Batch) -> None:
             }
             for (entity, record_key), (state, origin) in batch.touched.items()
         ]
-        statement = pg_insert(RECORD_STATE).values(rows)
-        excluded = statement.excluded
-        await connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=[RECORD_STATE.c.entity, RECORD_STATE.c.record_key],
-                set_={
-                    name: getattr(excluded, name)
-                    for name in (
-                        "revision",
-                        "data",
-                        "content_hash",
-                        "deleted",
-                        "stores",
-                        "owner_store",
-                        "field_origins",
-                        "erp_base",
-                        "origin",
-                        "updated_at",
-                    )
-                },
-            )
-        )
+        await connection.execute(_SAVE_STATES, rows)
     if batch.log_rows:
         await connection.execute(EVENT_LOG.insert(), batch.log_rows)
     await add_outbox(connection, batch.outgoing)
