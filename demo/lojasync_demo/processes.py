@@ -28,12 +28,21 @@ class ServiceProcess:
 
 
 class PortInUse(Exception):
-    pass
+    def __init__(self, service: str, port: int) -> None:
+        super().__init__(f"port {port} for {service} is in use")
+        self.service = service
+        self.port = port
 
 
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def ensure_ports_free(services: list[ServiceProcess]) -> None:
+    for service in services:
+        if port_in_use(service.port):
+            raise PortInUse(service.name, service.port)
 
 
 @dataclass
@@ -44,10 +53,7 @@ class ProcessGroup:
 
     async def start(self, service: ServiceProcess) -> None:
         if port_in_use(service.port):
-            raise PortInUse(
-                f"port {service.port} for {service.name} is in use; stop what runs there "
-                f"(a previous `lojasync demo --keep-running`?) and try again"
-            )
+            raise PortInUse(service.name, service.port)
         service.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = service.log_path.open("wb")
         env = {

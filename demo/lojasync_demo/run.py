@@ -13,24 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aio_pika
+import asyncpg
 import httpx
 from rich.console import Console
 
 from lojasync.cli import print_report
 from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.i18n import PORTUGUESE
-from lojasync.persistence import drop_database
+from lojasync.persistence import drop_database, ensure_database
 from lojasync.reference import load_reference_tables
 from lojasync.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_SERVER, database_url_for
 from lojasync_demo.catalog import REFERENCE_ENTITIES, build_catalog
 from lojasync_demo.erp_standin import push_catalog
-from lojasync_demo.processes import ProcessGroup, ServiceProcess
+from lojasync_demo.processes import PortInUse, ProcessGroup, ServiceProcess, ensure_ports_free
 
 STORES = ("loja-1", "loja-2", "loja-3")
 NAMESPACE = "lojasync-demo"
@@ -41,6 +44,42 @@ FIRST_STORE_PORT = 8101
 
 T = TypeVar("T")
 console = Console()
+
+
+class DemoFailed(Exception):
+    """The demo cannot run; the message says why and what to do, in both languages."""
+
+    def __init__(self, message: str, message_pt_br: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.message_pt_br = message_pt_br
+
+
+async def _check_servers(broker_url: str, server: str) -> None:
+    try:
+        connection = await aio_pika.connect(broker_url, timeout=5)
+        await connection.close()
+    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        raise DemoFailed(
+            f"cannot reach RabbitMQ at {_without_password(broker_url)}: {exc}; start it "
+            "(`rabbitmq-server -detached`) or set LOJASYNC_BROKER_URL",
+            f"não foi possível conectar ao RabbitMQ em {_without_password(broker_url)}: {exc}; "
+            "inicie-o (`rabbitmq-server -detached`) ou defina LOJASYNC_BROKER_URL",
+        ) from exc
+    try:
+        await ensure_database(_database("orchestrator", server))
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DemoFailed(
+            f"cannot reach PostgreSQL at {_without_password(server)}: {exc}; start it or set "
+            "LOJASYNC_DATABASE_SERVER (for example postgresql+asyncpg://user@host:5432)",
+            f"não foi possível conectar ao PostgreSQL em {_without_password(server)}: {exc}; "
+            "inicie-o ou defina LOJASYNC_DATABASE_SERVER (por exemplo "
+            "postgresql+asyncpg://usuario@host:5432)",
+        ) from exc
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def _say(language: str, english: str, portuguese: str) -> None:
@@ -132,11 +171,33 @@ async def run_demo(*, products: int, keep_running: bool, language: str) -> int:
     server = os.environ.get("LOJASYNC_DATABASE_SERVER", DEFAULT_DATABASE_SERVER)
     log_dir = Path(os.environ.get("LOJASYNC_DEMO_LOG_DIR", "var/demo"))
     group = ProcessGroup()
+    main_task = asyncio.current_task()
+    if main_task is not None:
+        # SIGTERM cancels the demo like Ctrl+C, so the `finally` below stops the services.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
-        await _reset(broker_url, server)
-        for service in _services(broker_url, server, log_dir):
-            await group.start(service)
-        await group.wait_ready()
+        await _check_servers(broker_url, server)
+        services = _services(broker_url, server, log_dir)
+        try:
+            # Before anything is reset: a busy port may be a demo still running on the
+            # very databases and queues that the reset drops.
+            ensure_ports_free(services)
+            await _reset(broker_url, server)
+            for service in services:
+                await group.start(service)
+            await group.wait_ready()
+        except PortInUse as busy:
+            raise DemoFailed(
+                f"port {busy.port} for {busy.service} is in use; stop what runs there "
+                "(a previous `lojasync demo --keep-running`?) and try again",
+                f"a porta {busy.port} do {busy.service} está em uso; pare o que roda nela "
+                "(um `lojasync demo --keep-running` anterior?) e tente de novo",
+            ) from busy
+        except (TimeoutError, RuntimeError) as exc:
+            raise DemoFailed(
+                f"a service did not start: {exc}",
+                f"um serviço não subiu: {exc}",
+            ) from exc
         _say(
             language,
             f"Services are up (logs in {log_dir}/).",

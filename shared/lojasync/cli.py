@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lojasync.convergence import ConvergenceReport, compare_stores
-from lojasync.i18n import detect_language, message
+from lojasync.i18n import PORTUGUESE, detect_language, message
 
 app = typer.Typer(help="lojasync: master-data sync between a retail ERP and its stores.", no_args_is_help=True)
 console = Console()
@@ -101,9 +101,17 @@ def demo(
     lang: Language = None,
 ) -> None:
     """Start every service, load real reference data and a catalog, and run the scenarios."""
-    from lojasync_demo.run import run_demo
+    from lojasync_demo.run import DemoFailed, run_demo
 
-    raise typer.Exit(asyncio.run(run_demo(products=products, keep_running=keep_running, language=detect_language(lang))))
+    language = detect_language(lang)
+    try:
+        status = asyncio.run(run_demo(products=products, keep_running=keep_running, language=language))
+    except DemoFailed as failure:
+        console.print(failure.message_pt_br if language == PORTUGUESE else failure.message, style="red")
+        raise typer.Exit(2) from failure
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        status = 130
+    raise typer.Exit(status)
 
 
 def main() -> None:

@@ -61,7 +61,8 @@ class ConvergenceReport:
 
     @property
     def converged(self) -> bool:
-        return all(store.matches for store in self.stores)
+        """True when at least one store announced itself and every store matches."""
+        return bool(self.stores) and all(store.matches for store in self.stores)
 
     def as_dict(self) -> dict[str, Any]:
         return {

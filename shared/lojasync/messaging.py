@@ -36,6 +36,7 @@ from aio_pika.abc import (
 from lojasync.envelope import CONTENT_TYPE, Envelope
 from lojasync.errors import BrokerUnavailable, EnvelopeInvalid, LojasyncError, TransientError
 from lojasync.persistence import OutgoingEvent, is_transient_database_error
+from lojasync.topology import WELL_KNOWN_QUEUES, store_queue
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Broker:
     _exchange: AbstractExchange | None = None
     _dead_letter_exchange: AbstractExchange | None = None
     _consumers: list[BatchConsumer] = field(default_factory=list)
+    _declared_stores: set[str] = field(default_factory=set)
 
     @property
     def exchange_name(self) -> str:
@@ -127,6 +129,23 @@ class Broker:
             self.dead_letter_queue_name, durable=True
         )
         await dead_letters.bind(self._dead_letter_exchange)
+        for spec in WELL_KNOWN_QUEUES:
+            await self.declare_queue(spec.consumer, spec.bindings)
+        self._publish_channel.return_callbacks.add(self._log_unroutable)
+
+    def _log_unroutable(self, channel: object, message: AbstractIncomingMessage) -> None:
+        logger.warning(
+            "message unroutable: no queue is bound to its routing key, so the broker dropped it",
+            extra={"message_id": message.message_id, "routing_key": message.routing_key},
+        )
+
+    async def ensure_store_queue(self, store_id: str) -> None:
+        """Declare a store's queue once per process, before anything is routed to it."""
+        if store_id in self._declared_stores:
+            return
+        spec = store_queue(store_id)
+        await self.declare_queue(spec.consumer, spec.bindings)
+        self._declared_stores.add(store_id)
 
     async def close(self) -> None:
         for consumer in self._consumers:
@@ -169,7 +188,10 @@ class Broker:
         ]
         try:
             await asyncio.gather(
-                *(exchange.publish(message, routing_key=key) for message, key in messages)
+                *(
+                    exchange.publish(message, routing_key=key, mandatory=True)
+                    for message, key in messages
+                )
             )
         except (aiormq.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
             raise BrokerUnavailable(f"publishing {len(messages)} messages failed: {exc}") from exc

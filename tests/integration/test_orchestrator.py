@@ -17,7 +17,8 @@ from lojasync.envelope import (
     changed_key,
     store_origin,
 )
-from lojasync.messaging import REASON_HEADER
+from lojasync.messaging import REASON_HEADER, Broker
+from lojasync.persistence import OutgoingEvent
 from sync_orchestrator.app import create_app
 from sync_orchestrator.settings import OrchestratorSettings
 from tests.support import Probe, eventually
@@ -245,3 +246,27 @@ async def test_status_counts_per_store(orchestrator: httpx.AsyncClient, probe: P
 
 async def _json(client: httpx.AsyncClient, path: str) -> Any:
     return (await client.get(path)).json()
+
+
+async def test_change_published_before_orchestrator_starts_kept(
+    broker_url: str, namespace: str, fresh_database: Any
+) -> None:
+    publisher = Broker(broker_url, namespace)
+    await publisher.connect()
+    event = changed("product", "P1", "erp", product())
+    await publisher.publish([OutgoingEvent(event.id, changed_key("product", "erp"), event.type, event.to_bytes())])
+    await publisher.close()
+    settings = OrchestratorSettings(
+        broker_url=broker_url, namespace=namespace, database_url=await fresh_database("orchestrator")
+    )
+    app = create_app(settings)
+
+    async with app.router.lifespan_context(app):
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orchestrator")
+        state = await eventually(
+            lambda: _json(client, "/v1/records/product/P1"),
+            until=lambda body: body.get("revision") == 1,
+            what="P1 decided",
+        )
+
+    assert state["record"]["code"] == "P1"

@@ -11,15 +11,13 @@ from erp_gateway.delivery import DeliveryWorker
 from erp_gateway.handlers import ErpEventHandler
 from erp_gateway.settings import SERVICE_NAME, GatewaySettings
 from erp_gateway.tables import TABLES
-from lojasync.envelope import ERP_TARGET, rejected_key, resolved_key
 from lojasync.policy import Policy, load_policy
 from lojasync.reference import ReferenceTables, load_reference_tables
 from lojasync.service import ServiceRuntime, Subscription
+from lojasync.topology import ERP_GATEWAY_QUEUE
 
 logger = logging.getLogger(__name__)
 
-QUEUE = "erp-gateway"
-BINDINGS = (resolved_key("*", ERP_TARGET), rejected_key("*", ERP_TARGET))
 
 
 @dataclass
@@ -33,7 +31,7 @@ class Gateway:
     async def start(self) -> None:
         """Create the tables, start consuming the gateway's queue, then start delivering."""
         handler = ErpEventHandler(self.runtime, self.worker.wake)
-        await self.runtime.start(TABLES, [Subscription(QUEUE, BINDINGS, handler)])
+        await self.runtime.start(TABLES, [Subscription(ERP_GATEWAY_QUEUE.consumer, ERP_GATEWAY_QUEUE.bindings, handler)])
         self.worker.start()
 
     async def stop(self) -> None:

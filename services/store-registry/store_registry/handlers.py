@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lojasync.catalog import ENTITIES, RecordInvalid, entity_spec, validate_record
 from lojasync.envelope import (
-    ALL_STORES_TARGET,
     RECORD_CHANGED,
     RECORD_REJECTED,
     RECORD_RESOLVED,
@@ -32,6 +31,7 @@ from lojasync.persistence import OutgoingEvent, add_outbox, database_ready, reco
 from lojasync.policy import Policy
 from lojasync.reference import ReferenceTables
 from lojasync.service import ServiceRuntime, Subscription
+from lojasync.topology import store_queue
 from store_registry.domain import (
     ChangeToPublish,
     EditKind,
@@ -93,21 +93,9 @@ class StoreRegistry:
 
     # --- Wiring ---------------------------------------------------------------------------
 
-    @property
-    def consumer(self) -> str:
-        return f"store.{self.store_id}"
-
-    @property
-    def bindings(self) -> tuple[str, ...]:
-        target = store_target(self.store_id)
-        return (
-            f"resolved.*.{ALL_STORES_TARGET}",
-            f"resolved.*.{target}",
-            f"rejected.*.{target}",
-        )
-
     def subscription(self) -> Subscription:
-        return Subscription(self.consumer, self.bindings, self.handle_decisions)
+        spec = store_queue(self.store_id)
+        return Subscription(spec.consumer, spec.bindings, self.handle_decisions)
 
     async def ready(self) -> dict[str, bool]:
         """Report whether the database accepts queries and the broker connection is open."""
@@ -287,7 +275,7 @@ class StoreRegistry:
         if ignored:
             logger.warning(
                 "events of an unexpected type ignored",
-                extra={"queue_consumer": self.consumer, "events": ignored},
+                extra={"store_id": self.store_id, "events": ignored},
             )
         logger.debug(
             "decisions applied",

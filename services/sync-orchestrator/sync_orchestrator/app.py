@@ -16,19 +16,17 @@ from lojasync.persistence import database_ready
 from lojasync.policy import load_policy
 from lojasync.reference import load_reference_tables
 from lojasync.service import ServiceRuntime, Subscription
+from lojasync.topology import ORCHESTRATOR_QUEUE
 from sync_orchestrator.handlers import ChangeHandler
 from sync_orchestrator.models import EVENT_LOG, KNOWN_STORE, RECORD_STATE, TABLES
 from sync_orchestrator.settings import OrchestratorSettings
 from sync_orchestrator.status import entity_summaries, store_summaries
 
-QUEUE = "orchestrator"
-BINDINGS = ("changed.#", "announced.#")
-
 
 def build_runtime(settings: OrchestratorSettings) -> tuple[ServiceRuntime, Subscription]:
     runtime = ServiceRuntime("sync-orchestrator", settings.database_url, settings)
     handler = ChangeHandler(runtime, load_policy(), load_reference_tables())
-    return runtime, Subscription(QUEUE, BINDINGS, handler)
+    return runtime, Subscription(ORCHESTRATOR_QUEUE.consumer, ORCHESTRATOR_QUEUE.bindings, handler)
 
 
 def _unknown_entity(entity: str) -> HTTPException:

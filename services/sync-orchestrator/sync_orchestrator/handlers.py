@@ -265,6 +265,8 @@ class ChangeHandler:
             }
         )
 
+        for store_id in [*(stores or []), *removed]:
+            await self._runtime.broker.ensure_store_queue(store_id)
         targets = [ALL_STORES_TARGET] if stores is None else [store_target(s) for s in stores]
         if origin_store_id(change.origin) is not None and rules.owner is not Owner.ERP:
             targets.append(ERP_TARGET)
