@@ -38,7 +38,7 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check shared services demo tests
-	$(BIN)/mypy shared/lojasync
+	$(BIN)/mypy shared/lojasync services demo
 
 lock:
 	$(BIN)/pip install --quiet pip-tools

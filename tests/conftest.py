@@ -54,9 +54,10 @@ def servers() -> Iterator[tuple[str, str]]:
     from testcontainers.postgres import PostgresContainer
     from testcontainers.rabbitmq import RabbitMqContainer
 
-    with PostgresContainer("postgres:15", driver="asyncpg") as postgres, RabbitMqContainer(
-        "rabbitmq:3.13"
-    ) as rabbitmq:
+    with (
+        PostgresContainer("postgres:15", driver="asyncpg") as postgres,
+        RabbitMqContainer("rabbitmq:3.13") as rabbitmq,
+    ):
         host = rabbitmq.get_container_host_ip()
         port = rabbitmq.get_exposed_port(5672)
         server = postgres.get_connection_url().rsplit("/", 1)[0]

@@ -79,7 +79,9 @@ class Probe:
     def of_type(self, event_type: str) -> list[tuple[str, Envelope]]:
         return [(key, event) for key, event in self.events if event.type == event_type]
 
-    async def wait_for(self, count: int, event_type: str, timeout: float = 20.0) -> list[tuple[str, Envelope]]:
+    async def wait_for(
+        self, count: int, event_type: str, timeout: float = 20.0
+    ) -> list[tuple[str, Envelope]]:
         return await eventually(
             lambda: _value(self.of_type(event_type)),
             until=lambda found: len(found) >= count,

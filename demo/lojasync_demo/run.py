@@ -97,7 +97,12 @@ async def _reset(broker_url: str, server: str) -> None:
     connection = await aio_pika.connect(broker_url)
     async with connection:
         channel = await connection.channel()
-        for queue in ("orchestrator", "erp-gateway", "dead-letters", *(f"store.{s}" for s in STORES)):
+        for queue in (
+            "orchestrator",
+            "erp-gateway",
+            "dead-letters",
+            *(f"store.{s}" for s in STORES),
+        ):
             await channel.queue_delete(f"{NAMESPACE}.{queue}")
 
 
@@ -162,6 +167,27 @@ async def _until(
         await asyncio.sleep(0.25)
 
 
+async def _wait_view(
+    client: httpx.AsyncClient,
+    url: str,
+    done: Callable[[dict[str, Any]], bool] | None,
+    what: str,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """Poll `url` until it answers 200 with a body that satisfies `done`; return the body."""
+
+    async def fetch() -> dict[str, Any] | None:
+        response = await client.get(url)
+        body: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+        return body
+
+    body = await _until(
+        fetch, lambda found: found is not None and (done is None or done(found)), timeout, what
+    )
+    assert body is not None
+    return body
+
+
 def _store_url(store_id: str) -> str:
     return f"http://127.0.0.1:{FIRST_STORE_PORT + STORES.index(store_id)}"
 
@@ -222,7 +248,9 @@ async def run_demo(*, products: int, keep_running: bool, language: str) -> int:
         await group.stop()
 
 
-async def _wait_converged(client: httpx.AsyncClient, expected: dict[str, int], timeout: float) -> ConvergenceReport:
+async def _wait_converged(
+    client: httpx.AsyncClient, expected: dict[str, int], timeout: float
+) -> ConvergenceReport:
     def done(report: ConvergenceReport) -> bool:
         held = {entity: summary["count"] for entity, summary in report.orchestrator.items()}
         return (
@@ -272,60 +300,114 @@ async def _load_catalog(client: httpx.AsyncClient, products: int, language: str)
 
 
 async def _customer_flow(client: httpx.AsyncClient, language: str) -> None:
-    _say(language, "\n[1] A customer registered at the loja-1 counter", "\n[1] Cliente cadastrado no balcão da loja-1")
+    _say(
+        language,
+        "\n[1] A customer registered at the loja-1 counter",
+        "\n[1] Cliente cadastrado no balcão da loja-1",
+    )
     response = await client.post(
         f"{_store_url('loja-1')}/v1/records/customer",
-        json={"fields": {"document": "529.982.247-25", "name": "Maria da Silva", "email": "maria@example.com.br", "municipality": "3550308"}},
+        json={
+            "fields": {
+                "document": "529.982.247-25",
+                "name": "Maria da Silva",
+                "email": "maria@example.com.br",
+                "municipality": "3550308",
+            }
+        },
     )
     response.raise_for_status()
     created = response.json()
     key = created["record_key"]
-    _say(language, f"  loja-1 answered {response.status_code}, status {created['status']}", f"  loja-1 respondeu {response.status_code}, status {created['status']}")
+    _say(
+        language,
+        f"  loja-1 answered {response.status_code}, status {created['status']}",
+        f"  loja-1 respondeu {response.status_code}, status {created['status']}",
+    )
 
-    async def view(url: str) -> dict[str, Any] | None:
-        found = await client.get(url)
-        return found.json() if found.status_code == 200 else None
-
-    confirmed = await _until(
-        lambda: view(f"{_store_url('loja-1')}/v1/records/customer/{key}"),
-        lambda v: v is not None and v["status"] == "confirmed",
-        60,
+    confirmed = await _wait_view(
+        client,
+        f"{_store_url('loja-1')}/v1/records/customer/{key}",
+        lambda view: view["status"] == "confirmed",
         "confirmation in loja-1",
     )
-    _say(language, f"  loja-1: confirmed at revision {confirmed['revision']}", f"  loja-1: confirmado na revisão {confirmed['revision']}")
+    _say(
+        language,
+        f"  loja-1: confirmed at revision {confirmed['revision']}",
+        f"  loja-1: confirmado na revisão {confirmed['revision']}",
+    )
     for store_id in ("loja-2", "loja-3"):
-        other = await _until(lambda s=store_id: view(f"{_store_url(s)}/v1/records/customer/{key}"), lambda v: v is not None, 60, f"customer in {store_id}")
-        _say(language, f"  {store_id}: has {other['record']['name']} (revision {other['revision']})", f"  {store_id}: tem {other['record']['name']} (revisão {other['revision']})")
-    erp = await _until(lambda: view(f"http://127.0.0.1:{ERP_PORT}/erp/records/customer/{key}"), lambda v: v is not None, 60, "customer in the ERP")
-    _say(language, f"  ERP: received CPF {erp['record']['document']} at revision {erp['revision']}", f"  ERP: recebeu o CPF {erp['record']['document']} na revisão {erp['revision']}")
+        other = await _wait_view(
+            client,
+            f"{_store_url(store_id)}/v1/records/customer/{key}",
+            None,
+            f"customer in {store_id}",
+        )
+        _say(
+            language,
+            f"  {store_id}: has {other['record']['name']} (revision {other['revision']})",
+            f"  {store_id}: tem {other['record']['name']} (revisão {other['revision']})",
+        )
+    erp = await _wait_view(
+        client,
+        f"http://127.0.0.1:{ERP_PORT}/erp/records/customer/{key}",
+        None,
+        "customer in the ERP",
+    )
+    _say(
+        language,
+        f"  ERP: received CPF {erp['record']['document']} at revision {erp['revision']}",
+        f"  ERP: recebeu o CPF {erp['record']['document']} na revisão {erp['revision']}",
+    )
 
 
 async def _rejected_edit(client: httpx.AsyncClient, language: str) -> None:
-    _say(language, "\n[2] loja-2 tries to rename an ERP-owned product", "\n[2] A loja-2 tenta renomear um produto do ERP")
+    _say(
+        language,
+        "\n[2] loja-2 tries to rename an ERP-owned product",
+        "\n[2] A loja-2 tenta renomear um produto do ERP",
+    )
     url = f"{_store_url('loja-2')}/v1/records/product/P000001"
     before = (await client.get(url)).json()
     response = await client.put(url, json={"fields": {"description": "NOME ALTERADO NA LOJA"}})
     detail = response.json()["detail"]
     after = (await client.get(url)).json()
-    _say(language, f"  HTTP {response.status_code} {detail['code']}: {detail['message']}", f"  HTTP {response.status_code} {detail['code']}: {detail['message_pt_br']}")
+    _say(
+        language,
+        f"  HTTP {response.status_code} {detail['code']}: {detail['message']}",
+        f"  HTTP {response.status_code} {detail['code']}: {detail['message_pt_br']}",
+    )
     unchanged = before["record"]["description"] == after["record"]["description"]
-    _say(language, f"  the product is unchanged: {unchanged}", f"  o produto continua igual: {unchanged}")
+    _say(
+        language,
+        f"  the product is unchanged: {unchanged}",
+        f"  o produto continua igual: {unchanged}",
+    )
     response = await client.put(url, json={"fields": {"shelf_location": "CORREDOR 4 / PRAT 2"}})
     _say(
         language,
-        f"  editing its store-local shelf_location instead: HTTP {response.status_code} (kept in loja-2 only)",
+        f"  editing its store-local shelf_location instead: HTTP {response.status_code} "
+        "(kept in loja-2 only)",
         f"  editando o campo local shelf_location: HTTP {response.status_code} (fica só na loja-2)",
     )
 
 
 async def _store_price_table(client: httpx.AsyncClient, language: str) -> None:
-    _say(language, "\n[3] New prices in loja-3's own price table", "\n[3] Novos preços na tabela própria da loja-3")
+    _say(
+        language,
+        "\n[3] New prices in loja-3's own price table",
+        "\n[3] Novos preços na tabela própria da loja-3",
+    )
     changed = [
         ("price", {"table": "LOJA-3", "product": f"P{number:06d}", "price": f"{number}.99"})
         for number in range(1, 6)
     ]
     totals = await push_catalog(f"http://127.0.0.1:{GATEWAY_PORT}", changed, client=client)
-    _say(language, f"  gateway accepted {totals['accepted']} price(s)", f"  o gateway aceitou {totals['accepted']} preço(s)")
+    _say(
+        language,
+        f"  gateway accepted {totals['accepted']} price(s)",
+        f"  o gateway aceitou {totals['accepted']} preço(s)",
+    )
     key = "LOJA-3:P000001"
 
     async def status_of(store_id: str) -> int:
@@ -341,4 +423,8 @@ async def _store_price_table(client: httpx.AsyncClient, language: str) -> None:
     for store_id in STORES:
         code = await status_of(store_id)
         has = code == 200
-        _say(language, f"  {store_id}: {'has' if has else 'does not have'} {key}", f"  {store_id}: {'tem' if has else 'não tem'} {key}")
+        _say(
+            language,
+            f"  {store_id}: {'has' if has else 'does not have'} {key}",
+            f"  {store_id}: {'tem' if has else 'não tem'} {key}",
+        )

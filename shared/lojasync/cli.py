@@ -14,7 +14,9 @@ from rich.table import Table
 from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.i18n import PORTUGUESE, detect_language, message
 
-app = typer.Typer(help="lojasync: master-data sync between a retail ERP and its stores.", no_args_is_help=True)
+app = typer.Typer(
+    help="lojasync: master-data sync between a retail ERP and its stores.", no_args_is_help=True
+)
 console = Console()
 
 OrchestratorUrl = Annotated[
@@ -46,7 +48,9 @@ def status(
     try:
         report = asyncio.run(compare_stores(orchestrator_url))
     except (httpx.HTTPError, KeyError, ValueError) as exc:
-        console.print(message("error.orchestrator", language, url=orchestrator_url, error=exc), style="red")
+        console.print(
+            message("error.orchestrator", language, url=orchestrator_url, error=exc), style="red"
+        )
         raise typer.Exit(2) from exc
 
     if as_json:
@@ -56,7 +60,9 @@ def status(
     raise typer.Exit(0 if report.converged else 1)
 
 
-def print_report(report: ConvergenceReport, language: str, *, output: Console | None = None) -> None:
+def print_report(
+    report: ConvergenceReport, language: str, *, output: Console | None = None
+) -> None:
     output = output or console
     if not report.stores:
         output.print(message("status.no_stores", language))
@@ -64,11 +70,20 @@ def print_report(report: ConvergenceReport, language: str, *, output: Console | 
 
     table = Table(title=message("status.title", language))
     for column in ("store", "entity", "expected", "held", "pending", "digest", "match"):
-        table.add_column(message(f"status.{column}", language), justify="right" if column in ("expected", "held", "pending") else "left")
+        table.add_column(
+            message(f"status.{column}", language),
+            justify="right" if column in ("expected", "held", "pending") else "left",
+        )
     for store in report.stores:
         if not store.reachable:
             output.print(
-                message("status.unreachable", language, store_id=store.store_id, url=store.api_url, error=store.error),
+                message(
+                    "status.unreachable",
+                    language,
+                    store_id=store.store_id,
+                    url=store.api_url,
+                    error=store.error,
+                ),
                 style="red",
             )
         for entity in store.entities:
@@ -81,15 +96,22 @@ def print_report(report: ConvergenceReport, language: str, *, output: Console | 
                 "-" if entity.count is None else str(entity.count),
                 str(entity.pending),
                 (entity.digest or "-")[:12],
-                message("status.yes", language) if entity.matches else message("status.no", language),
+                message("status.yes", language)
+                if entity.matches
+                else message("status.no", language),
                 style=None if entity.matches else "red",
             )
     output.print(table)
     differing = sum(1 for store in report.stores if not store.matches)
     if differing:
-        output.print(message("status.diverged", language, stores=differing, total=len(report.stores)), style="red")
+        output.print(
+            message("status.diverged", language, stores=differing, total=len(report.stores)),
+            style="red",
+        )
     else:
-        output.print(message("status.converged", language, stores=len(report.stores)), style="green")
+        output.print(
+            message("status.converged", language, stores=len(report.stores)), style="green"
+        )
 
 
 @app.command()
@@ -105,9 +127,13 @@ def demo(
 
     language = detect_language(lang)
     try:
-        status = asyncio.run(run_demo(products=products, keep_running=keep_running, language=language))
+        status = asyncio.run(
+            run_demo(products=products, keep_running=keep_running, language=language)
+        )
     except DemoFailed as failure:
-        console.print(failure.message_pt_br if language == PORTUGUESE else failure.message, style="red")
+        console.print(
+            failure.message_pt_br if language == PORTUGUESE else failure.message, style="red"
+        )
         raise typer.Exit(2) from failure
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = 130

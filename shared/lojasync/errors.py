@@ -1,14 +1,14 @@
 """Exceptions raised by the lojasync library.
 
-    LojasyncError
-    ├── ConfigurationError      a setting is missing or invalid
-    ├── UnknownEntity           an entity name not in the catalog
-    ├── RecordInvalid           a record failed validation (catalog)
-    ├── PolicyViolation         the ownership policy rejects a change
-    ├── EnvelopeInvalid         a message is not a valid lojasync CloudEvent
-    └── TransientError          a dependency failed; retrying may succeed
-        ├── BrokerUnavailable
-        └── DatabaseUnavailable
+LojasyncError
+├── ConfigurationError      a setting is missing or invalid
+├── UnknownEntity           an entity name not in the catalog
+├── RecordInvalid           a record failed validation (catalog)
+├── PolicyViolation         the ownership policy rejects a change
+├── EnvelopeInvalid         a message is not a valid lojasync CloudEvent
+└── TransientError          a dependency failed; retrying may succeed
+    ├── BrokerUnavailable
+    └── DatabaseUnavailable
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ class Broker:
                     for message, key in messages
                 )
             )
-        except (aiormq.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError) as exc:
             raise BrokerUnavailable(f"publishing {len(messages)} messages failed: {exc}") from exc
 
     async def dead_letter(self, message: AbstractIncomingMessage, queue: str, reason: str) -> None:
@@ -357,7 +357,8 @@ class BatchConsumer:
                     if len(envelopes) > 1:
                         raise PermanentFailure(envelopes[0].id, repr(exc)) from exc
                     logger.exception(
-                        "handler failed", extra={"event_id": envelopes[0].id, "queue": self._queue.name}
+                        "handler failed",
+                        extra={"event_id": envelopes[0].id, "queue": self._queue.name},
                     )
                     raise PermanentFailure(envelopes[0].id, f"{type(exc).__name__}: {exc}") from exc
                 attempt += 1

@@ -151,7 +151,9 @@ class OutboxRelay:
         async with self._engine.begin() as connection:
             # Delete exactly the published ids: a transaction that took a lower id may commit
             # after this round read the table, and its row must stay for the next round.
-            await connection.execute(delete(OUTBOX).where(OUTBOX.c.id.in_([row.id for row in rows])))
+            await connection.execute(
+                delete(OUTBOX).where(OUTBOX.c.id.in_([row.id for row in rows]))
+            )
         self.published += len(rows)
         logger.debug("outbox published", extra={"relay": self._name, "messages": len(rows)})
         return len(rows)

@@ -272,8 +272,7 @@ def check_store_change(
     if rules.owner is Owner.STORE and owner_store is not None and owner_store != store_id:
         raise PolicyViolation(
             "not_owner_store",
-            f"{entity} {record_key} belongs to store {owner_store}; only that store "
-            "may change it",
+            f"{entity} {record_key} belongs to store {owner_store}; only that store may change it",
             f"{entity} {record_key} pertence à loja {owner_store}; só essa loja pode alterá-lo",
             entity=entity,
             record_key=record_key,

@@ -302,9 +302,11 @@ async def test_customer_edits_merge_by_field(system: System) -> None:
     await system.push([("customer", {**fields, "name": "Maria S. Souza"})])
     await eventually(
         lambda: system.record("loja-2", "customer", key),
-        until=lambda view: view is not None
-        and view["record"]["email"] == "maria@example.com.br"
-        and view["record"]["name"] == "Maria S. Souza",
+        until=lambda view: (
+            view is not None
+            and view["record"]["email"] == "maria@example.com.br"
+            and view["record"]["name"] == "Maria S. Souza"
+        ),
         what="merged customer in loja-2",
     )
     report = await system.converged(customer=1)

@@ -88,9 +88,7 @@ class Harness:
         return gateway
 
     async def publish(self, envelope: Envelope, routing_key: str) -> None:
-        message = aio_pika.Message(
-            envelope.to_bytes(), message_id=envelope.id, type=envelope.type
-        )
+        message = aio_pika.Message(envelope.to_bytes(), message_id=envelope.id, type=envelope.type)
         await self.exchange.publish(message, routing_key=routing_key)
 
     async def outbox_rows(self) -> int:

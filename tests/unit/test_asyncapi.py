@@ -28,7 +28,15 @@ DOCUMENT = yaml.safe_load((Path(__file__).parents[2] / "docs" / "asyncapi.yaml")
 
 def address_pattern(channel: str) -> re.Pattern[str]:
     address = DOCUMENT["channels"][channel]["address"]
-    return re.compile("^" + re.sub(r"\{[^}]+\}", r"[a-z0-9_-]+(\\.[a-z0-9_-]+)?", re.escape(address).replace(r"\{", "{").replace(r"\}", "}")) + "$")
+    return re.compile(
+        "^"
+        + re.sub(
+            r"\{[^}]+\}",
+            r"[a-z0-9_-]+(\\.[a-z0-9_-]+)?",
+            re.escape(address).replace(r"\{", "{").replace(r"\}", "}"),
+        )
+        + "$"
+    )
 
 
 def validate(message: str, event: Envelope) -> None:
@@ -100,7 +108,15 @@ def test_rejected_event_matches_schema() -> None:
         recordkey="P1",
         origin="store:loja-1",
         causationid="c1",
-        data={"code": "erp_owned", "message": "m", "message_pt_br": "m", "field": "description", "errors": [], "current": None, "deleted": False},
+        data={
+            "code": "erp_owned",
+            "message": "m",
+            "message_pt_br": "m",
+            "field": "description",
+            "errors": [],
+            "current": None,
+            "deleted": False,
+        },
     )
 
     validate("recordRejected", event)
@@ -122,6 +138,10 @@ def test_schema_rejects_resolved_without_revision() -> None:
 
 
 def test_announced_event_matches_schema() -> None:
-    event = Envelope(source="lojasync/store-registry/loja-1", type=STORE_ANNOUNCED, data={"store_id": "loja-1", "api_url": "http://127.0.0.1:8101"})
+    event = Envelope(
+        source="lojasync/store-registry/loja-1",
+        type=STORE_ANNOUNCED,
+        data={"store_id": "loja-1", "api_url": "http://127.0.0.1:8101"},
+    )
 
     validate("storeAnnounced", event)

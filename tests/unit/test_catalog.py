@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 
 import pytest
+from stdnum import ean
+
 from lojasync.catalog import (
     ENTITIES,
     Product,
@@ -18,7 +20,6 @@ from lojasync.catalog import (
 from lojasync.errors import LojasyncError
 from lojasync.reference import ReferenceTables, load_reference_tables
 from lojasync.validation import FieldError
-from stdnum import ean
 
 CUSTOMER_ID = "3f2b8c1e-6d4a-4e8b-9c55-0a1b2c3d4e5f"
 OPERATOR_ID = "9b1d7c2a-0e4f-4a6b-8c3d-5e6f7a8b9c0d"

@@ -175,9 +175,7 @@ def test_rejects_operator_create_by_policy(policy: Policy, tables: ReferenceTabl
     assert "base_revision" in str(decision.errors[0]["message_pt_br"])
 
 
-def test_accepts_operator_edit_with_base_revision(
-    policy: Policy, tables: ReferenceTables
-) -> None:
+def test_accepts_operator_edit_with_base_revision(policy: Policy, tables: ReferenceTables) -> None:
     item = PushedChange(entity="operator", record=operator(), base_revision=2)
 
     change = accepted(decide_change(item, policy, tables))
@@ -196,9 +194,7 @@ def test_rejects_store_local_field(policy: Policy, tables: ReferenceTables) -> N
     assert decision.record_key == "P-1"
 
 
-def test_store_local_and_catalog_errors_together(
-    policy: Policy, tables: ReferenceTables
-) -> None:
+def test_store_local_and_catalog_errors_together(policy: Policy, tables: ReferenceTables) -> None:
     record = product(shelf_location="A-3", gtins=["7891000315508"])
     item = PushedChange(entity="product", record=record)
 

@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+
 from lojasync.catalog import ENTITIES, RecordInvalid, validate_record
 from lojasync.errors import ConfigurationError
 from lojasync.reference import (

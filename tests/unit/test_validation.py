@@ -7,6 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+
 from lojasync.errors import LojasyncError
 from lojasync.reference import ReferenceTables, load_reference_tables
 from lojasync.validation import (

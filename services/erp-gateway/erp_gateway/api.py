@@ -63,9 +63,7 @@ async def push_changes(body: PushRequest, gateway: GatewayDep) -> Response:
     _check_batch_size(len(body.records), gateway.settings.max_batch_records)
 
     items = [item.to_domain() for item in body.records]
-    prepared = await anyio.to_thread.run_sync(
-        prepare_push, items, gateway.policy, gateway.tables
-    )
+    prepared = await anyio.to_thread.run_sync(prepare_push, items, gateway.policy, gateway.tables)
     async with gateway.runtime.transaction() as connection:
         outcome = await record_push(connection, prepared)
 
@@ -88,8 +86,7 @@ def _check_batch_size(count: int, limit: int) -> None:
             422,
             {
                 "code": "batch_empty",
-                "message": "records is empty; send between 1 and "
-                f"{limit} records per request",
+                "message": f"records is empty; send between 1 and {limit} records per request",
                 "message_pt_br": "records está vazio; envie de 1 a "
                 f"{limit} registros por requisição",
                 "field": "records",
@@ -194,8 +191,7 @@ def _delivery_not_found(event_id: str) -> HTTPException:
         404,
         {
             "code": "delivery_not_found",
-            "message": f"no delivery has event id {event_id!r}; list them with "
-            "GET /v1/deliveries",
+            "message": f"no delivery has event id {event_id!r}; list them with GET /v1/deliveries",
             "message_pt_br": f"nenhuma entrega tem o id de evento {event_id!r}; liste-as com "
             "GET /v1/deliveries",
             "event_id": event_id,

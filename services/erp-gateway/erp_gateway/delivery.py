@@ -235,4 +235,3 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
-

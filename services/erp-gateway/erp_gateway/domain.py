@@ -227,8 +227,7 @@ def _key_required(key: str | None) -> dict[str, object]:
         key,
         "required",
         'A delete needs the record key in "key"; send the key of the record to delete.',
-        'Uma exclusão precisa da chave do registro em "key"; envie a chave do registro a '
-        "excluir.",
+        'Uma exclusão precisa da chave do registro em "key"; envie a chave do registro a excluir.',
     ).as_dict()
 
 

@@ -19,7 +19,6 @@ from lojasync.topology import ERP_GATEWAY_QUEUE
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Gateway:
     settings: GatewaySettings
@@ -31,7 +30,9 @@ class Gateway:
     async def start(self) -> None:
         """Create the tables, start consuming the gateway's queue, then start delivering."""
         handler = ErpEventHandler(self.runtime, self.worker.wake)
-        await self.runtime.start(TABLES, [Subscription(ERP_GATEWAY_QUEUE.consumer, ERP_GATEWAY_QUEUE.bindings, handler)])
+        await self.runtime.start(
+            TABLES, [Subscription(ERP_GATEWAY_QUEUE.consumer, ERP_GATEWAY_QUEUE.bindings, handler)]
+        )
         self.worker.start()
 
     async def stop(self) -> None:

@@ -95,9 +95,7 @@ def _outgoing(change: AcceptedChange) -> OutgoingEvent:
     )
 
 
-async def record_push(
-    connection: AsyncConnection, prepared: Sequence[PreparedItem]
-) -> PushOutcome:
+async def record_push(connection: AsyncConnection, prepared: Sequence[PreparedItem]) -> PushOutcome:
     """Write the events of one push to the outbox, skipping change ids already seen.
 
     Runs inside the caller's transaction, so every accepted item of the push is
@@ -279,8 +277,10 @@ def _rejection_row(envelope: Envelope) -> dict[str, Any]:
     code = data.get("code")
     message = data.get("message")
     message_pt_br = data.get("message_pt_br")
-    if not isinstance(code, str) or not isinstance(message, str) or not isinstance(
-        message_pt_br, str
+    if (
+        not isinstance(code, str)
+        or not isinstance(message, str)
+        or not isinstance(message_pt_br, str)
     ):
         raise PermanentFailure(
             envelope.id, "record.rejected needs data.code, data.message and data.message_pt_br"

@@ -95,16 +95,12 @@ async def event_ids_of_changes(
     return {row.change_id: row.event_id for row in rows}
 
 
-async def insert_deliveries(
-    connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]
-) -> None:
+async def insert_deliveries(connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert deliveries in list order, which is their delivery order; skip known event ids."""
     await _insert_ignoring_duplicates(connection, ERP_DELIVERY, rows)
 
 
-async def insert_rejections(
-    connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]
-) -> None:
+async def insert_rejections(connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
     await _insert_ignoring_duplicates(connection, ERP_REJECTION, rows)
 
 

@@ -100,7 +100,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         async with runtime.engine.connect() as connection:
             rows = (await connection.execute(query)).all()
         items = [_state_view(row) for row in rows]
-        return {"items": items, "next_after": items[-1]["record_key"] if len(items) == limit else None}
+        return {
+            "items": items,
+            "next_after": items[-1]["record_key"] if len(items) == limit else None,
+        }
 
     @app.get("/v1/records/{entity}/{record_key}")
     async def get_record(entity: str, record_key: str) -> dict[str, Any]:
@@ -160,10 +163,16 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     @app.get("/v1/stores")
     async def stores() -> dict[str, Any]:
         async with runtime.engine.connect() as connection:
-            rows = (await connection.execute(select(KNOWN_STORE).order_by(KNOWN_STORE.c.store_id))).all()
+            rows = (
+                await connection.execute(select(KNOWN_STORE).order_by(KNOWN_STORE.c.store_id))
+            ).all()
         return {
             "items": [
-                {"store_id": row.store_id, "api_url": row.api_url, "last_seen": row.last_seen.isoformat()}
+                {
+                    "store_id": row.store_id,
+                    "api_url": row.api_url,
+                    "last_seen": row.last_seen.isoformat(),
+                }
                 for row in rows
             ]
         }
@@ -173,7 +182,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         """Counts and digests per entity: overall, and what each known store should hold."""
         async with runtime.engine.connect() as connection:
             overall = await entity_summaries(connection)
-            known = (await connection.execute(select(KNOWN_STORE).order_by(KNOWN_STORE.c.store_id))).all()
+            known = (
+                await connection.execute(select(KNOWN_STORE).order_by(KNOWN_STORE.c.store_id))
+            ).all()
             per_store = {
                 row.store_id: {
                     "api_url": row.api_url,
@@ -191,4 +202,6 @@ def main() -> None:
 
     settings = OrchestratorSettings()
     configure_logging(settings.log_level, "sync-orchestrator")
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None
+    )

@@ -163,7 +163,9 @@ def decide(
         patch = fields
         merged = dict(fields)
     elif rules.conflict is Conflict.FIELD_MERGE:
-        patch, overridden = _field_merge_patch(change, fields, previous, origins, base_data, erp_base, stale)
+        patch, overridden = _field_merge_patch(
+            change, fields, previous, origins, base_data, erp_base, stale
+        )
         merged = {**previous, **patch}
     else:
         patch = fields
@@ -263,7 +265,9 @@ def _field_merge_patch(
     """
     if change.origin == ERP_ORIGIN:
         if change.base_revision is None and erp_base is not None:
-            return {name: value for name, value in fields.items() if erp_base.get(name) != value}, []
+            return {
+                name: value for name, value in fields.items() if erp_base.get(name) != value
+            }, []
         return dict(fields), []
 
     if not stale:

@@ -117,7 +117,8 @@ class ChangeHandler:
         for envelope in envelopes:
             if envelope.type not in (RECORD_CHANGED, STORE_ANNOUNCED):
                 raise PermanentFailure(
-                    envelope.id, f"unexpected event type {envelope.type!r} on the orchestrator queue"
+                    envelope.id,
+                    f"unexpected event type {envelope.type!r} on the orchestrator queue",
                 )
 
         async with self._runtime.transaction() as connection:
@@ -141,7 +142,9 @@ class ChangeHandler:
             store_id = envelope.data.get("store_id")
             api_url = envelope.data.get("api_url")
             if not isinstance(store_id, str) or not isinstance(api_url, str):
-                raise PermanentFailure(envelope.id, "store.announced needs data.store_id and data.api_url")
+                raise PermanentFailure(
+                    envelope.id, "store.announced needs data.store_id and data.api_url"
+                )
             await connection.execute(
                 _SAVE_STORE, {"store_id": store_id, "api_url": api_url, "last_seen": utc_now()}
             )
@@ -163,8 +166,14 @@ class ChangeHandler:
         current = batch.states.get(record_id)
 
         base_data = None
-        if current is not None and change.base_revision is not None and 0 < change.base_revision < current.revision:
-            base_data = await _load_revision(connection, change.entity, change.record_key, change.base_revision)
+        if (
+            current is not None
+            and change.base_revision is not None
+            and 0 < change.base_revision < current.revision
+        ):
+            base_data = await _load_revision(
+                connection, change.entity, change.record_key, change.base_revision
+            )
 
         decision = decide(rules, change, current, base_data, self._validate)
         stores: list[str] | None = None
@@ -260,7 +269,9 @@ class ChangeHandler:
                 "deleted": decision.deleted,
                 "data": decision.data,
                 "stores": stores,
-                "reason": {"overridden": list(decision.overridden)} if decision.overridden else None,
+                "reason": {"overridden": list(decision.overridden)}
+                if decision.overridden
+                else None,
                 "recorded_at": utc_now(),
             }
         )
@@ -272,11 +283,29 @@ class ChangeHandler:
             targets.append(ERP_TARGET)
         for target in targets:
             batch.outgoing.append(
-                _resolved_event(change, decision_id, target, revision, decision.data, decision.deleted, stores, False)
+                _resolved_event(
+                    change,
+                    decision_id,
+                    target,
+                    revision,
+                    decision.data,
+                    decision.deleted,
+                    stores,
+                    False,
+                )
             )
         for store_id in removed:
             batch.outgoing.append(
-                _resolved_event(change, decision_id, store_target(store_id), revision, decision.data, True, stores, True)
+                _resolved_event(
+                    change,
+                    decision_id,
+                    store_target(store_id),
+                    revision,
+                    decision.data,
+                    True,
+                    stores,
+                    True,
+                )
             )
         logger.debug(
             "change resolved",
@@ -337,7 +366,9 @@ class ChangeHandler:
             },
         )
         batch.outgoing.append(
-            OutgoingEvent(event.id, rejected_key(change.entity, target), RECORD_REJECTED, event.to_bytes())
+            OutgoingEvent(
+                event.id, rejected_key(change.entity, target), RECORD_REJECTED, event.to_bytes()
+            )
         )
         batch.log_rows.append(
             {
@@ -392,7 +423,9 @@ def _resolved_event(
         causationid=change.event_id,
         data={"deleted": deleted, "record": data, "stores": stores, "out_of_scope": out_of_scope},
     )
-    return OutgoingEvent(event_id, resolved_key(change.entity, target), RECORD_RESOLVED, event.to_bytes())
+    return OutgoingEvent(
+        event_id, resolved_key(change.entity, target), RECORD_RESOLVED, event.to_bytes()
+    )
 
 
 async def _load_states(

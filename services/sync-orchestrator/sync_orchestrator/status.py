@@ -25,7 +25,8 @@ _STORE_RECORDS = text(
 def _summaries(rows: Any) -> dict[str, dict[str, Any]]:
     found = {row.entity: {"count": row.count, "digest": row.digest} for row in rows}
     return {
-        entity: found.get(entity, {"count": 0, "digest": EMPTY_DIGEST}) for entity in sorted(ENTITIES)
+        entity: found.get(entity, {"count": 0, "digest": EMPTY_DIGEST})
+        for entity in sorted(ENTITIES)
     }
 
 
