@@ -112,6 +112,8 @@ async def _delete_test_namespaces(broker_url: str) -> AsyncIterator[None]:
     broker leave each other alone.
     """
     yield
+    if not _namespaces_used:
+        return
     queues = _broker_objects("queues", _namespaces_used)
     exchanges = _broker_objects("exchanges", _namespaces_used)
     if not queues and not exchanges:
