@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-fast lint lock status clean
+.PHONY: install broker-plugins demo test test-unit test-fast lint lock status clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "lojasync needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -18,14 +18,20 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+# The orchestrator's input is partitioned by RabbitMQ's consistent-hash exchange plugin.
+# Where rabbitmq-plugins is not on this machine (a remote broker), enable it there.
+broker-plugins:
+	@if command -v rabbitmq-plugins >/dev/null 2>&1; then \
+		rabbitmq-plugins -q enable rabbitmq_consistent_hash_exchange; fi
+
+demo: install broker-plugins
 	$(BIN)/lojasync demo
 
 status: install
 	$(BIN)/lojasync status
 
 # pytest exits with 5 when it collected no test; that is a failure here.
-test: install
+test: install broker-plugins
 	@$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status

@@ -10,6 +10,8 @@ from typing import TypeVar
 import aio_pika
 
 from lojasync.envelope import Envelope
+from lojasync.partitioning import outgoing_event
+from lojasync.topology import PARTITION_HEADER
 
 T = TypeVar("T")
 
@@ -66,9 +68,14 @@ class Probe:
             await self._connection.close()
 
     async def publish(self, envelope: Envelope, routing_key: str) -> None:
+        """Publish as a service's outbox relay would, partition header included."""
         assert self._exchange is not None
+        event = outgoing_event(envelope, routing_key)
+        headers = {PARTITION_HEADER: event.partition_key} if event.partition_key else None
         await self._exchange.publish(
-            aio_pika.Message(envelope.to_bytes(), message_id=envelope.id, type=envelope.type),
+            aio_pika.Message(
+                event.body, headers=headers, message_id=event.event_id, type=event.event_type
+            ),
             routing_key=routing_key,
         )
 

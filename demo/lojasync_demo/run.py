@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,12 @@ from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.i18n import PORTUGUESE
 from lojasync.persistence import drop_database, ensure_database
 from lojasync.reference import load_reference_tables
-from lojasync.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_SERVER, database_url_for
+from lojasync.settings import (
+    DEFAULT_BROKER_URL,
+    DEFAULT_DATABASE_SERVER,
+    database_url_for,
+    redact_url,
+)
 from lojasync_demo.catalog import REFERENCE_ENTITIES, build_catalog
 from lojasync_demo.erp_standin import push_catalog
 from lojasync_demo.processes import PortInUse, ProcessGroup, ServiceProcess, ensure_ports_free
@@ -61,29 +65,25 @@ async def _check_servers(broker_url: str, server: str) -> None:
         await connection.close()
     except (OSError, aio_pika.exceptions.AMQPError) as exc:
         raise DemoFailed(
-            f"cannot reach RabbitMQ at {_without_password(broker_url)}: {exc}; start it "
+            f"cannot reach RabbitMQ at {redact_url(broker_url)}: {exc}; start it "
             "(`rabbitmq-server -detached`) or set LOJASYNC_BROKER_URL",
-            f"não foi possível conectar ao RabbitMQ em {_without_password(broker_url)}: {exc}; "
+            f"não foi possível conectar ao RabbitMQ em {redact_url(broker_url)}: {exc}; "
             "inicie-o (`rabbitmq-server -detached`) ou defina LOJASYNC_BROKER_URL",
         ) from exc
     try:
         await ensure_database(_database("orchestrator", server))
     except (OSError, asyncpg.PostgresError) as exc:
         raise DemoFailed(
-            f"cannot reach PostgreSQL at {_without_password(server)}: {exc}; start it or set "
+            f"cannot reach PostgreSQL at {redact_url(server)}: {exc}; start it or set "
             "LOJASYNC_DATABASE_SERVER (for example postgresql+asyncpg://user@host:5432)",
-            f"não foi possível conectar ao PostgreSQL em {_without_password(server)}: {exc}; "
+            f"não foi possível conectar ao PostgreSQL em {redact_url(server)}: {exc}; "
             "inicie-o ou defina LOJASYNC_DATABASE_SERVER (por exemplo "
             "postgresql+asyncpg://usuario@host:5432)",
         ) from exc
 
 
-def _without_password(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
-
-
 def _say(language: str, english: str, portuguese: str) -> None:
-    console.print(portuguese if language == PORTUGUESE else english)
+    console.print(portuguese if language == PORTUGUESE else english, soft_wrap=True)
 
 
 def _database(name: str, server: str) -> str:

@@ -37,6 +37,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from lojasync.errors import LojasyncError
+from lojasync.i18n import entity_name_pt_br
 from lojasync.reference import ReferenceTables
 from lojasync.validation import (
     CFOP_INBOUND_FIRST_DIGITS,
@@ -109,7 +110,10 @@ class RecordInvalid(LojasyncError):
         key = record_key if record_key is not None else "(no valid key)"
         key_pt_br = record_key if record_key is not None else "(sem chave válida)"
         self.message = f"{entity} record {key} is invalid ({count}: {fields})."
-        self.message_pt_br = f"registro de {entity} {key_pt_br} inválido ({count_pt_br}: {fields})."
+        self.message_pt_br = (
+            f"registro de {entity_name_pt_br(entity)} {key_pt_br} inválido "
+            f"({count_pt_br}: {fields})."
+        )
         super().__init__(self.message)
 
     def as_dict(self) -> dict[str, object]:
@@ -639,8 +643,9 @@ def _field_error(spec: EntitySpec, details: ErrorDetails) -> FieldError:
             path,
             None,
             "required",
-            f"Field {path} is missing; it is required in a {spec.name} record.",
-            f"O campo {path} está ausente; ele é obrigatório em um registro de {spec.name}.",
+            f"Field {path} is missing; it is required in every {spec.name} record.",
+            f"O campo {path} está ausente; ele é obrigatório em um registro de "
+            f"{entity_name_pt_br(spec.name)}.",
         )
     if kind == "extra_forbidden":
         allowed = ", ".join(spec.model.model_fields)
@@ -650,7 +655,8 @@ def _field_error(spec: EntitySpec, details: ErrorDetails) -> FieldError:
             "unknown_field",
             f"Field {path} is not a {spec.name} field; remove it or fix its name. The fields "
             f"are {allowed}.",
-            f"O campo {path} não é um campo de {spec.name}; remova-o ou corrija o nome. Os "
+            f"O campo {path} não é um campo de {entity_name_pt_br(spec.name)}; remova-o ou "
+            "corrija o nome. Os "
             f"campos são {allowed}.",
         )
     if kind == "too_long":

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
+import aio_pika
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from lojasync.convergence import ConvergenceReport, compare_stores
-from lojasync.i18n import PORTUGUESE, detect_language, message
+from lojasync.dead_letters import list_dead_letters, republish_dead_letters
+from lojasync.i18n import PORTUGUESE, UnknownLanguage, detect_language, message
+from lojasync.settings import DEFAULT_BROKER_URL, redact_url
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="lojasync: master-data sync between a retail ERP and its stores.", no_args_is_help=True
@@ -27,9 +33,23 @@ OrchestratorUrl = Annotated[
         help="Base URL of the sync-orchestrator API.",
     ),
 ]
+
+
+def _check_language(value: str | None) -> str | None:
+    try:
+        detect_language(value)
+    except UnknownLanguage as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return value
+
+
 Language = Annotated[
     str | None,
-    typer.Option("--lang", help="Output language: en or pt-BR (default: from LANG)."),
+    typer.Option(
+        "--lang",
+        help="Output language: en or pt-BR (default: from LANG).",
+        callback=_check_language,
+    ),
 ]
 
 
@@ -138,6 +158,84 @@ def demo(
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = 130
     raise typer.Exit(status)
+
+
+dead_letters_app = typer.Typer(
+    help="List dead letters and send chosen ones back to their queue.", no_args_is_help=True
+)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+BrokerUrl = Annotated[
+    str, typer.Option("--broker-url", envvar="LOJASYNC_BROKER_URL", help="RabbitMQ URL.")
+]
+Namespace = Annotated[
+    str,
+    typer.Option("--namespace", envvar="LOJASYNC_NAMESPACE", help="Prefix of the queue names."),
+]
+
+
+@dead_letters_app.command("list")
+def list_dead_letters_command(
+    broker_url: BrokerUrl = DEFAULT_BROKER_URL,
+    namespace: Namespace = "lojasync",
+    limit: Annotated[int, typer.Option(help="Maximum number of messages to show.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+    lang: Language = None,
+) -> None:
+    """Show the messages in the dead-letter queue with the reason; they stay in the queue."""
+    language = detect_language(lang)
+    letters = _run_broker_command(
+        list_dead_letters(broker_url, namespace, limit=limit), broker_url, language
+    )
+    if as_json:
+        print(json.dumps([letter.as_dict() for letter in letters], indent=2))
+        return
+    if not letters:
+        console.print(message("dead_letters.none", language))
+        return
+    table = Table(title=message("dead_letters.title", language, count=len(letters)))
+    for column in ("message_id", "queue", "routing_key", "reason"):
+        table.add_column(message(f"dead_letters.{column}", language), overflow="fold")
+    for letter in letters:
+        table.add_row(letter.message_id, letter.queue, letter.routing_key, letter.reason)
+    console.print(table)
+
+
+@dead_letters_app.command("republish")
+def republish_dead_letters_command(
+    message_ids: Annotated[
+        list[str] | None, typer.Argument(help="Message ids to send back (see `list`).")
+    ] = None,
+    all_messages: Annotated[
+        bool, typer.Option("--all", help="Send every dead letter back to its queue.")
+    ] = False,
+    broker_url: BrokerUrl = DEFAULT_BROKER_URL,
+    namespace: Namespace = "lojasync",
+    lang: Language = None,
+) -> None:
+    """Send chosen dead letters back to the queue they came from, after a fix."""
+    language = detect_language(lang)
+    if not message_ids and not all_messages:
+        console.print(message("dead_letters.choose", language), style="red")
+        raise typer.Exit(2)
+    chosen = None if all_messages else set(message_ids or [])
+    result = _run_broker_command(
+        republish_dead_letters(broker_url, namespace, chosen), broker_url, language
+    )
+    console.print(message("dead_letters.republished", language, count=len(result.republished)))
+    for missing in result.not_found:
+        console.print(message("dead_letters.not_found", language, message_id=missing), style="red")
+    raise typer.Exit(1 if result.not_found else 0)
+
+
+def _run_broker_command(coroutine: Coroutine[Any, Any, T], broker_url: str, language: str) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        console.print(
+            message("error.broker", language, url=redact_url(broker_url), error=exc), style="red"
+        )
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

@@ -38,6 +38,33 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "No store has announced itself to the orchestrator yet.",
         "Nenhuma loja se anunciou ao orquestrador ainda.",
     ),
+    "dead_letters.none": (
+        "The dead-letter queue is empty.",
+        "A fila de mensagens mortas está vazia.",
+    ),
+    "dead_letters.title": ("{count} dead letter(s)", "{count} mensagem(ns) morta(s)"),
+    "dead_letters.message_id": ("message id", "id da mensagem"),
+    "dead_letters.queue": ("queue", "fila"),
+    "dead_letters.routing_key": ("routing key", "chave de roteamento"),
+    "dead_letters.reason": ("reason", "motivo"),
+    "dead_letters.choose": (
+        "name the message ids to send back, or pass --all",
+        "informe os ids das mensagens a reenviar, ou use --all",
+    ),
+    "dead_letters.republished": (
+        "Sent {count} message(s) back to their queues.",
+        "{count} mensagem(ns) devolvida(s) às suas filas.",
+    ),
+    "dead_letters.not_found": (
+        "message {message_id} is not in the dead-letter queue",
+        "a mensagem {message_id} não está na fila de mensagens mortas",
+    ),
+    "error.broker": (
+        "cannot reach RabbitMQ at {url}: {error}; start it or set --broker-url "
+        "(LOJASYNC_BROKER_URL)",
+        "não foi possível conectar ao RabbitMQ em {url}: {error}; inicie-o ou defina "
+        "--broker-url (LOJASYNC_BROKER_URL)",
+    ),
     "error.orchestrator": (
         "cannot read the status from the orchestrator at {url}: {error}; check that it runs "
         "and that --orchestrator-url is right",
@@ -47,8 +74,45 @@ _MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 
+LANGUAGES = (ENGLISH, PORTUGUESE)
+
+# Names of the entities in Brazilian Portuguese, for messages in that language.
+ENTITY_NAMES_PT_BR = {
+    "ncm": "NCM",
+    "cest": "CEST",
+    "cfop": "CFOP",
+    "cst": "CST",
+    "municipality": "município",
+    "unit": "unidade",
+    "supplier": "fornecedor",
+    "payment_method": "forma de pagamento",
+    "product": "produto",
+    "tax_rule": "regra fiscal",
+    "price_table": "tabela de preços",
+    "price": "preço",
+    "customer": "cliente",
+    "operator": "operador",
+}
+
+
+def entity_name_pt_br(entity: str) -> str:
+    return ENTITY_NAMES_PT_BR.get(entity, entity)
+
+
+class UnknownLanguage(ValueError):
+    pass
+
+
 def detect_language(requested: str | None = None) -> str:
-    choice = requested or os.environ.get("LOJASYNC_LANG") or os.environ.get("LANG", "")
+    """Return the language code to print in; an unknown `requested` raises UnknownLanguage."""
+    if requested is not None:
+        for language in LANGUAGES:
+            if requested.lower().replace("_", "-") == language.lower():
+                return language
+        raise UnknownLanguage(
+            f"--lang {requested!r} is not supported; use one of: {', '.join(LANGUAGES)}"
+        )
+    choice = os.environ.get("LOJASYNC_LANG") or os.environ.get("LANG", "")
     return PORTUGUESE if choice.lower().replace("_", "-").startswith("pt") else ENGLISH
 
 

@@ -34,9 +34,22 @@ from aio_pika.abc import (
 )
 
 from lojasync.envelope import CONTENT_TYPE, Envelope
-from lojasync.errors import BrokerUnavailable, EnvelopeInvalid, LojasyncError, TransientError
+from lojasync.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    EnvelopeInvalid,
+    LojasyncError,
+    TransientError,
+)
 from lojasync.persistence import OutgoingEvent, is_transient_database_error
-from lojasync.topology import WELL_KNOWN_QUEUES, store_queue
+from lojasync.topology import (
+    CHANGES_EXCHANGE_SUFFIX,
+    ERP_GATEWAY_QUEUE,
+    ORCHESTRATOR_INPUT_BINDINGS,
+    PARTITION_HEADER,
+    orchestrator_partition,
+    store_queue,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +67,7 @@ class PermanentFailure(LojasyncError):
 
 
 BatchHandler = Callable[[Sequence[Envelope]], Awaitable[None]]
+HealthCheck = Callable[[], Awaitable[bool]]
 
 
 class MessageBus(Protocol):
@@ -77,6 +91,7 @@ class Broker:
     url: str
     namespace: str
     prefetch: int = 1000
+    partitions: int = 4
     connection: AbstractRobustConnection | None = None
     _publish_channel: AbstractChannel | None = None
     _exchange: AbstractExchange | None = None
@@ -106,15 +121,15 @@ class Broker:
                 self.connection = await aio_pika.connect_robust(self.url)
                 break
             except (aiormq.exceptions.AMQPConnectionError, OSError) as exc:
-                logger.warning(
-                    "broker not reachable, retrying",
-                    extra={"attempt": attempt, "attempts": attempts, "error": str(exc)},
-                )
                 if attempt == attempts:
                     raise BrokerUnavailable(
                         f"cannot connect to RabbitMQ at LOJASYNC_BROKER_URL after {attempts} "
                         f"attempts: {exc}; start the broker or fix the URL"
                     ) from exc
+                logger.warning(
+                    "broker not reachable, retrying",
+                    extra={"attempt": attempt, "attempts": attempts, "error": str(exc)},
+                )
                 await asyncio.sleep(delay)
 
         assert self.connection is not None
@@ -129,9 +144,39 @@ class Broker:
             self.dead_letter_queue_name, durable=True
         )
         await dead_letters.bind(self._dead_letter_exchange)
-        for spec in WELL_KNOWN_QUEUES:
-            await self.declare_queue(spec.consumer, spec.bindings)
+        await self._declare_orchestrator_input()
+        await self.declare_queue(ERP_GATEWAY_QUEUE.consumer, ERP_GATEWAY_QUEUE.bindings)
         self._publish_channel.return_callbacks.add(self._log_unroutable)
+
+    @property
+    def changes_exchange_name(self) -> str:
+        return f"{self.namespace}.{CHANGES_EXCHANGE_SUFFIX}"
+
+    async def _declare_orchestrator_input(self) -> None:
+        """Declare the consistent-hash exchange and the orchestrator's partition queues."""
+        channel = self._require_channel()
+        try:
+            changes = await channel.declare_exchange(
+                self.changes_exchange_name,
+                "x-consistent-hash",
+                durable=True,
+                arguments={"hash-header": PARTITION_HEADER},
+            )
+        except aiormq.exceptions.ChannelClosed as exc:
+            raise ConfigurationError(
+                "RabbitMQ cannot declare an x-consistent-hash exchange; enable the plugin with "
+                f"`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` ({exc})"
+            ) from exc
+        for pattern in ORCHESTRATOR_INPUT_BINDINGS:
+            await changes.bind(self.exchange_name, routing_key=pattern)
+        for index in range(self.partitions):
+            queue = await channel.declare_queue(
+                self.queue_name(orchestrator_partition(index)),
+                durable=True,
+                arguments={"x-queue-type": "classic", "x-single-active-consumer": True},
+            )
+            # With a consistent-hash exchange the binding key is the queue's weight.
+            await queue.bind(changes, routing_key="1")
 
     def _log_unroutable(self, channel: object, message: AbstractIncomingMessage) -> None:
         logger.warning(
@@ -177,6 +222,9 @@ class Broker:
             (
                 aio_pika.Message(
                     event.body,
+                    headers={PARTITION_HEADER: event.partition_key}
+                    if event.partition_key
+                    else None,
                     message_id=event.event_id,
                     type=event.event_type,
                     content_type=CONTENT_TYPE,
@@ -231,12 +279,23 @@ class Broker:
         handler: BatchHandler,
         *,
         batch_max: int = 500,
+        max_attempts: int = 12,
+        health_check: HealthCheck | None = None,
     ) -> BatchConsumer:
-        queue = await self.declare_queue(consumer, bindings)
+        """Consume `consumer`'s queue in batches; with no `bindings` the queue must exist."""
+        if bindings:
+            await self.declare_queue(consumer, bindings)
         channel = await self._require_connection().channel()
         await channel.set_qos(prefetch_count=self.prefetch)
-        queue = await channel.get_queue(queue.name)
-        batch_consumer = BatchConsumer(self, queue, handler, batch_max=batch_max)
+        queue = await channel.get_queue(self.queue_name(consumer))
+        batch_consumer = BatchConsumer(
+            self,
+            queue,
+            handler,
+            batch_max=batch_max,
+            max_attempts=max_attempts,
+            health_check=health_check,
+        )
         await batch_consumer.start()
         self._consumers.append(batch_consumer)
         return batch_consumer
@@ -272,12 +331,16 @@ class BatchConsumer:
         handler: BatchHandler,
         *,
         batch_max: int,
+        max_attempts: int = 12,
+        health_check: HealthCheck | None = None,
         max_backoff: float = 30.0,
     ) -> None:
         self._broker = broker
         self._queue = queue
         self._handler = handler
         self._batch_max = batch_max
+        self._max_attempts = max_attempts
+        self._health_check = health_check
         self._max_backoff = max_backoff
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -344,8 +407,16 @@ class BatchConsumer:
             self.processed += 1
 
     async def _call_with_retry(self, envelopes: list[Envelope]) -> None:
-        """Call the handler; retry transient failures, turn other errors into PermanentFailure."""
-        attempt = 0
+        """Call the handler, retrying transient failures with capped exponential backoff.
+
+        A transient failure counts as an attempt only while the health check passes: while
+        the database is down every message fails and none is to blame, so the consumer
+        waits for it without limit. A batch that keeps failing while the dependencies are
+        healthy is retried one message at a time, and a message that fails `max_attempts`
+        times on its own becomes a PermanentFailure and goes to the dead letters.
+        """
+        attempts = 0
+        retries = 0
         while True:
             try:
                 await self._handler(envelopes)
@@ -354,27 +425,43 @@ class BatchConsumer:
                 raise
             except Exception as exc:
                 if not is_transient(exc):
-                    if len(envelopes) > 1:
-                        raise PermanentFailure(envelopes[0].id, repr(exc)) from exc
-                    logger.exception(
-                        "handler failed",
-                        extra={"event_id": envelopes[0].id, "queue": self._queue.name},
-                    )
+                    if len(envelopes) == 1:
+                        logger.exception(
+                            "handler failed",
+                            extra={"event_id": envelopes[0].id, "queue": self._queue.name},
+                        )
                     raise PermanentFailure(envelopes[0].id, f"{type(exc).__name__}: {exc}") from exc
-                attempt += 1
-                delay = min(self._max_backoff, 0.1 * 2**attempt)
+                retries += 1
+                if await self._dependencies_healthy():
+                    attempts += 1
+                if attempts >= self._max_attempts:
+                    raise PermanentFailure(
+                        envelopes[0].id,
+                        f"failed {attempts} times while the database was reachable: "
+                        f"{type(exc).__name__}: {exc}",
+                    ) from exc
+                delay = min(self._max_backoff, 0.1 * 2**retries)
                 logger.warning(
                     "transient failure, retrying: %s: %s",
                     type(exc).__name__,
                     exc,
                     extra={
                         "queue": self._queue.name,
-                        "attempt": attempt,
+                        "attempt": attempts,
+                        "retry": retries,
                         "delay_seconds": delay,
-                        "error": f"{type(exc).__name__}: {exc}",
+                        "events": len(envelopes),
                     },
                 )
                 await asyncio.sleep(delay)
+
+    async def _dependencies_healthy(self) -> bool:
+        if self._health_check is None:
+            return True
+        try:
+            return await self._health_check()
+        except Exception:
+            return False
 
     async def _ack(self, message: AbstractIncomingMessage, *, multiple: bool) -> None:
         try:

@@ -91,7 +91,12 @@ class OutboxRelay:
                         "error": f"{type(exc).__name__}: {exc}",
                     },
                 )
-                await asyncio.sleep(delay)
+                # A wake-up (a commit, or the broker coming back) cuts the wait short.
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
 
     async def _hold_lock(self, connection: AsyncConnection, lock_id: int) -> None:
         while True:
@@ -126,6 +131,7 @@ class OutboxRelay:
                         OUTBOX.c.event_id,
                         OUTBOX.c.routing_key,
                         OUTBOX.c.event_type,
+                        OUTBOX.c.partition_key,
                         OUTBOX.c.body,
                     )
                     .order_by(OUTBOX.c.id)
@@ -143,6 +149,7 @@ class OutboxRelay:
                     routing_key=row.routing_key,
                     event_type=row.event_type,
                     body=row.body,
+                    partition_key=row.partition_key,
                 )
                 for row in rows
             ]

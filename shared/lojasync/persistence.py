@@ -50,6 +50,7 @@ class Outbox(SQLModel, table=True):
     event_id: str = Field(max_length=64, unique=True)
     routing_key: str = Field(sa_column=Column(Text, nullable=False))
     event_type: str = Field(sa_column=Column(Text, nullable=False))
+    partition_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(
         default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
@@ -68,6 +69,8 @@ class OutgoingEvent:
     routing_key: str
     event_type: str
     body: bytes
+    # Hashed by the orchestrator's input exchange to pick a partition; see lojasync.topology.
+    partition_key: str | None = None
 
 
 def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -164,6 +167,7 @@ async def add_outbox(connection: AsyncConnection, events: Sequence[OutgoingEvent
                 "event_id": event.event_id,
                 "routing_key": event.routing_key,
                 "event_type": event.event_type,
+                "partition_key": event.partition_key,
                 "body": event.body,
                 "created_at": now,
             }

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lojasync.errors import ConfigurationError, LojasyncError
+from lojasync.i18n import entity_name_pt_br
 
 BUNDLED_POLICY = Path(__file__).with_name("policy.yaml")
 POLICY_FILE_VARIABLE = "LOJASYNC_POLICY_FILE"
@@ -230,7 +231,7 @@ def check_store_change(
     """Raise PolicyViolation unless a store may make this change.
 
     `changed_fields` are the fields whose value differs from `current` (store-local
-    fields included); `accepted` tells whether the central side has resolved the record
+    fields included); `accepted` tells whether the orchestrator has resolved the record
     at least once; `owner_store` is the store that created a store-owned record.
     """
     entity = rules.entity
@@ -248,7 +249,8 @@ def check_store_change(
                 if rules.store_local
                 else ""
             ),
-            f"{entity} {record_key} pertence ao ERP e é somente leitura na loja; "
+            f"{entity_name_pt_br(entity)} {record_key} pertence ao ERP e é somente leitura "
+            "na loja; "
             f"altere-o no ERP"
             + (
                 f" (campos locais que a loja pode editar: {', '.join(sorted(rules.store_local))})"
@@ -264,7 +266,8 @@ def check_store_change(
         raise PolicyViolation(
             "action_not_allowed",
             f"stores may not {action.value} {entity} records; do it in the ERP",
-            f"a loja não pode {_ACTION_PT[action]} registros de {entity}; faça isso no ERP",
+            f"a loja não pode {_ACTION_PT[action]} registros de {entity_name_pt_br(entity)}; "
+            "faça isso no ERP",
             entity=entity,
             record_key=record_key,
         )
@@ -273,7 +276,8 @@ def check_store_change(
         raise PolicyViolation(
             "not_owner_store",
             f"{entity} {record_key} belongs to store {owner_store}; only that store may change it",
-            f"{entity} {record_key} pertence à loja {owner_store}; só essa loja pode alterá-lo",
+            f"{entity_name_pt_br(entity)} {record_key} pertence à loja {owner_store}; "
+            "só essa loja pode alterá-lo",
             entity=entity,
             record_key=record_key,
         )
@@ -291,10 +295,11 @@ def check_immutable_fields(
     field = frozen[0]
     raise PolicyViolation(
         "immutable_field",
-        f"{rules.entity} {record_key}: field {field!r} cannot change after the central "
-        f"side accepted the record; register a new {rules.entity} instead",
-        f"{rules.entity} {record_key}: o campo {field!r} não pode mudar depois que a "
-        f"central aceitou o registro; cadastre um novo {rules.entity}",
+        f"{rules.entity} {record_key}: field {field!r} cannot change after the orchestrator "
+        f"accepted the record; register a new {rules.entity} instead",
+        f"{entity_name_pt_br(rules.entity)} {record_key}: o campo {field!r} não pode mudar "
+        f"depois que o orquestrador aceitou o registro; cadastre um novo "
+        f"{entity_name_pt_br(rules.entity)}",
         entity=rules.entity,
         record_key=record_key,
         field=field,
@@ -307,7 +312,8 @@ def check_erp_change(rules: EntityPolicy, *, record_key: str, action: Action) ->
     raise PolicyViolation(
         "action_not_allowed",
         f"the ERP may not {action.value} {rules.entity} records; the owner store does that",
-        f"o ERP não pode {_ACTION_PT[action]} registros de {rules.entity}; a loja dona faz isso",
+        f"o ERP não pode {_ACTION_PT[action]} registros de {entity_name_pt_br(rules.entity)}; "
+        "a loja dona faz isso",
         entity=rules.entity,
         record_key=record_key,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lojasync.errors import BrokerUnavailable
 from lojasync.messaging import BatchConsumer, BatchHandler, Broker
 from lojasync.outbox import OutboxRelay
 from lojasync.persistence import (
@@ -17,6 +19,7 @@ from lojasync.persistence import (
     OUTBOX,
     create_engine,
     create_tables,
+    database_ready,
     ensure_database,
 )
 from lojasync.settings import CommonSettings
@@ -32,14 +35,24 @@ class Subscription:
 
 
 class ServiceRuntime:
-    """Owns a service's connections; `start` brings them up, `stop` closes them."""
+    """Owns a service's connections; `start` brings them up, `stop` closes them.
+
+    The database must be reachable at start-up. The broker need not be: the runtime keeps
+    connecting in the background, so a store serves reads and local edits while its link
+    to the broker is down, and its outbox holds the edits until the link is back.
+    """
 
     def __init__(self, name: str, database_url: str, settings: CommonSettings) -> None:
         self.name = name
         self.database_url = database_url
         self.settings = settings
         self.engine: AsyncEngine = create_engine(database_url)
-        self.broker = Broker(settings.broker_url, settings.namespace, prefetch=settings.prefetch)
+        self.broker = Broker(
+            settings.broker_url,
+            settings.namespace,
+            prefetch=settings.prefetch,
+            partitions=settings.partitions,
+        )
         self.relay = OutboxRelay(
             self.engine,
             self.broker,
@@ -48,26 +61,89 @@ class ServiceRuntime:
             poll_seconds=settings.outbox_poll_seconds,
         )
         self.consumers: list[BatchConsumer] = []
+        self._connector: asyncio.Task[None] | None = None
+        self.broker_connected = asyncio.Event()
 
     async def prepare_database(self, tables: Sequence[Table]) -> None:
         await ensure_database(self.database_url)
         await create_tables(self.engine, [*tables, INBOX, OUTBOX])
 
-    async def start(self, tables: Sequence[Table], subscriptions: Sequence[Subscription]) -> None:
+    async def start(
+        self,
+        tables: Sequence[Table],
+        subscriptions: Sequence[Subscription],
+        *,
+        broker_wait_seconds: float = 30.0,
+    ) -> None:
+        """Prepare the database, then connect to the broker and subscribe.
+
+        Waits up to `broker_wait_seconds` for the broker; past that the service runs
+        without it and keeps connecting in the background.
+        """
         await self.prepare_database(tables)
-        await self.broker.connect()
+        self.relay.start()
+        self._connector = asyncio.create_task(
+            self._connect_and_subscribe(subscriptions), name=f"broker connector {self.name}"
+        )
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self.broker_connected.wait()), broker_wait_seconds
+            )
+        except TimeoutError:
+            logger.warning(
+                "service started without the broker; it keeps connecting in the background",
+                extra={"service": self.name},
+            )
+        logger.info("service started", extra={"service": self.name})
+
+    async def _connect_and_subscribe(self, subscriptions: Sequence[Subscription]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.broker.connect(attempts=1)
+                break
+            except BrokerUnavailable as exc:
+                attempt += 1
+                delay = min(10.0, 0.5 * attempt)
+                if attempt == 1 or attempt % 30 == 0:
+                    logger.warning(
+                        "broker unavailable, retrying: %s",
+                        exc,
+                        extra={"service": self.name, "attempt": attempt},
+                    )
+                await asyncio.sleep(delay)
+
         for subscription in subscriptions:
             consumer = await self.broker.consume(
                 subscription.consumer,
                 subscription.bindings,
                 subscription.handler,
                 batch_max=self.settings.batch_max,
+                health_check=self.database_healthy,
             )
             self.consumers.append(consumer)
-        self.relay.start()
-        logger.info("service started", extra={"service": self.name})
+        self.broker_connected.set()
+        self.relay.wake()
+        logger.info("broker connected", extra={"service": self.name, "attempts": attempt + 1})
+
+    async def database_healthy(self) -> bool:
+        return await database_ready(self.engine)
+
+    @property
+    def broker_ready(self) -> bool:
+        connection = self.broker.connection
+        return (
+            self.broker_connected.is_set() and connection is not None and not connection.is_closed
+        )
 
     async def stop(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            try:
+                await self._connector
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._connector = None
         await self.relay.stop()
         await self.broker.close()
         self.consumers.clear()

@@ -23,6 +23,12 @@ class CommonSettings(BaseSettings):
         default="lojasync",
         description="prefix of the exchange and queue names; one per deployment or test",
     )
+    partitions: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="queues the orchestrator's input is split into; the same on every service",
+    )
     prefetch: int = Field(default=1000, ge=1, le=65535, description="unacked messages per consumer")
     batch_max: int = Field(default=500, ge=1, description="messages handled in one transaction")
     outbox_batch: int = Field(default=1000, ge=1, description="outbox rows published per round")
@@ -38,6 +44,11 @@ class CommonSettings(BaseSettings):
                 "hyphens, starting with a letter (at most 41 characters)"
             )
         return value
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with its password replaced by ***, for messages and logs."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def database_url_for(database: str, server: str = DEFAULT_DATABASE_SERVER) -> str:

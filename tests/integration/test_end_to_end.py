@@ -1,151 +1,41 @@
-"""Every service together, in one process, against the real RabbitMQ and PostgreSQL.
+"""End-to-end flows across every service, against the real RabbitMQ and PostgreSQL.
 
-The orchestrator, the ERP gateway with the ERP stand-in behind it, and three store
-registries run as ASGI apps in the test's event loop; HTTP between them goes through
-httpx's ASGI transport, and every event goes through the broker.
+The services run in the test's event loop; `tests.integration.system` starts them.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
-from erp_gateway.app import create_app as create_gateway_app
-from erp_gateway.settings import GatewaySettings
-from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.envelope import RECORD_CHANGED, Envelope
-from lojasync.policy import BUNDLED_POLICY
-from lojasync_demo.erp_standin import ErpStandin, ErpStandinSettings, push_catalog
-from lojasync_demo.erp_standin import create_app as create_standin_app
-from store_registry.app import create_app as create_store_app
-from store_registry.settings import StoreSettings
-from sync_orchestrator.app import create_app as create_orchestrator_app
-from sync_orchestrator.settings import OrchestratorSettings
+from tests.conftest import DatabaseFactory
+from tests.integration.system import (
+    ERP,
+    GATEWAY,
+    ORCHESTRATOR,
+    STORES,
+    VALID_CPF,
+    System,
+    json_or_none,
+    running_system,
+    store_url,
+)
 from tests.support import Probe, eventually
 
 pytestmark = pytest.mark.integration
 
-STORES = ("loja-1", "loja-2", "loja-3")
-ORCHESTRATOR = "http://orchestrator.test"
-GATEWAY = "http://gateway.test"
-ERP = "http://erp.test"
-VALID_CPF = "52998224725"
-
-
-def store_url(store_id: str) -> str:
-    return f"http://{store_id}.test"
-
-
-@dataclass
-class System:
-    client: httpx.AsyncClient
-    """Reaches every app by its base URL."""
-    namespace: str
-    broker_url: str
-
-    async def push(self, records: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-        totals = await push_catalog(GATEWAY, records, client=self.client)
-        return dict(totals)
-
-    async def record(self, store_id: str, entity: str, key: str) -> dict[str, Any] | None:
-        response = await self.client.get(f"{store_url(store_id)}/v1/records/{entity}/{key}")
-        return response.json() if response.status_code == 200 else None
-
-    async def report(self) -> ConvergenceReport:
-        return await compare_stores(ORCHESTRATOR, client=self.client)
-
-    async def converged(self, **expected_counts: int) -> ConvergenceReport:
-        """Wait until every store matches the orchestrator, which holds `expected_counts`."""
-
-        def done(report: ConvergenceReport) -> bool:
-            counts = {entity: summary["count"] for entity, summary in report.orchestrator.items()}
-            return (
-                len(report.stores) == len(STORES)
-                and all(counts[entity] == count for entity, count in expected_counts.items())
-                and report.converged
-            )
-
-        return await eventually(self.report, until=done, timeout=60, what="convergence")
-
-
-def _policy_with_shared_products(directory: Path) -> Path:
-    """A policy file where stores may edit products: a store running an outdated policy."""
-    text = BUNDLED_POLICY.read_text()
-    start = text.index("  product:\n")
-    end = text.index("  tax_rule:\n")
-    shared = (
-        "  product:\n    owner: shared\n    erp: [create, edit, delete]\n"
-        "    stores: [create, edit]\n    distribution: all\n    conflict: field-merge\n"
-        "    store_local: [shelf_location]\n"
-    )
-    path = directory / "outdated-policy.yaml"
-    path.write_text(text[:start] + shared + text[end:])
-    return path
-
 
 @pytest.fixture
 async def system(
-    broker_url: str, namespace: str, fresh_database: Any, tmp_path: Path
+    broker_url: str, namespace: str, fresh_database: DatabaseFactory, tmp_path: Path
 ) -> AsyncIterator[System]:
-    async with AsyncExitStack() as stack:
-        common: dict[str, Any] = {
-            "broker_url": broker_url,
-            "namespace": namespace,
-            "outbox_poll_seconds": 0.05,
-        }
-        mounts: dict[str, httpx.AsyncBaseTransport] = {}
-
-        async def serve(app: FastAPI, url: str) -> None:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            mounts[f"{url}/"] = httpx.ASGITransport(app=app)
-
-        orchestrator = create_orchestrator_app(
-            OrchestratorSettings(**common, database_url=await fresh_database("orchestrator"))
-        )
-        await serve(orchestrator, ORCHESTRATOR)
-
-        standin = ErpStandin(ErpStandinSettings(database_url=await fresh_database("erp")))
-        standin_app = create_standin_app(standin=standin)
-        await serve(standin_app, ERP)
-
-        gateway = create_gateway_app(
-            GatewaySettings(
-                **common,
-                database_url=await fresh_database("gateway"),
-                erp_callback_url=f"{ERP}/erp/changes",
-                delivery_poll_seconds=0.1,
-            ),
-            transport=httpx.ASGITransport(app=standin_app),
-        )
-        await serve(gateway, GATEWAY)
-
-        outdated_policy = _policy_with_shared_products(tmp_path)
-        for store_id in STORES:
-            settings = StoreSettings(
-                **common,
-                store_id=store_id,
-                database_url=await fresh_database(store_id),
-                api_url=store_url(store_id),
-                policy_file=outdated_policy if store_id == "loja-3" else None,
-            )
-            await serve(create_store_app(settings), store_url(store_id))
-
-        client = await stack.enter_async_context(httpx.AsyncClient(mounts=mounts, timeout=30))
-        system = System(client, namespace, broker_url)
-        await eventually(
-            lambda: system.report(),
-            until=lambda report: len(report.stores) == len(STORES),
-            what="three stores announced",
-        )
-        yield system
+    async with running_system(broker_url, namespace, fresh_database, tmp_path) as running:
+        yield running
 
 
 def product(code: str, **overrides: Any) -> dict[str, Any]:
@@ -198,7 +88,7 @@ async def test_customer_from_store_reaches_erp_and_other_stores(system: System) 
         what="customer confirmed in loja-1",
     )
     in_erp = await eventually(
-        lambda: _json_or_none(system.client, f"{ERP}/erp/records/customer/{key}"),
+        lambda: json_or_none(system.client, f"{ERP}/erp/records/customer/{key}"),
         until=lambda body: body is not None,
         what="customer in the ERP",
     )
@@ -275,7 +165,7 @@ async def test_operator_goes_to_erp_not_other_stores(system: System) -> None:
     key = created.json()["record_key"]
 
     in_erp = await eventually(
-        lambda: _json_or_none(system.client, f"{ERP}/erp/records/operator/{key}"),
+        lambda: json_or_none(system.client, f"{ERP}/erp/records/operator/{key}"),
         until=lambda body: body is not None,
         what="operator in the ERP",
     )
@@ -311,7 +201,7 @@ async def test_customer_edits_merge_by_field(system: System) -> None:
     )
     report = await system.converged(customer=1)
     in_erp = await eventually(
-        lambda: _json_or_none(system.client, f"{ERP}/erp/records/customer/{key}"),
+        lambda: json_or_none(system.client, f"{ERP}/erp/records/customer/{key}"),
         until=lambda body: body is not None and body["record"]["email"] == "maria@example.com.br",
         what="store edit in the ERP",
     )
@@ -349,6 +239,76 @@ async def test_duplicate_change_delivery_decided_once(system: System) -> None:
     assert report.converged
 
 
-async def _json_or_none(client: httpx.AsyncClient, url: str) -> Any:
-    response = await client.get(url)
-    return response.json() if response.status_code == 200 else None
+async def test_edit_of_other_store_operator_undone(system: System) -> None:
+    created = await system.client.post(
+        f"{store_url('loja-2')}/v1/records/operator",
+        json={"fields": {"code": "8", "name": "Bia Caixa", "role": "cashier"}},
+    )
+    key = created.json()["record_key"]
+    await system.converged(operator=1)
+
+    response = await system.client.put(
+        f"{store_url('loja-1')}/v1/records/operator/{key}",
+        json={"fields": {"code": "8", "name": "Outro Nome", "role": "cashier"}},
+    )
+    undone = await eventually(
+        lambda: json_or_none(system.client, f"{store_url('loja-1')}/v1/records/operator/{key}"),
+        until=lambda body: body is not None and body["last_rejection"] is not None,
+        what="rejection applied in loja-1",
+    )
+    report = await system.converged(operator=1)
+    owner_copy = await system.record("loja-2", "operator", key)
+
+    assert response.status_code == 202
+    assert undone["last_rejection"]["code"] == "not_owner_store"
+    assert undone["status"] == "deleted"
+    assert owner_copy is not None
+    assert owner_copy["record"]["name"] == "Bia Caixa"
+    assert report.converged
+
+
+async def push_with_base(
+    system: System, entity: str, record: dict[str, Any], base_revision: int
+) -> None:
+    response = await system.client.post(
+        f"{GATEWAY}/v1/changes",
+        json={"records": [{"entity": entity, "record": record, "base_revision": base_revision}]},
+    )
+    assert response.json()["accepted"] == 1, response.text
+
+
+async def test_erp_push_with_base_keeps_store_edit(system: System) -> None:
+    created = await system.client.post(
+        f"{store_url('loja-1')}/v1/records/customer",
+        json={"fields": {"document": VALID_CPF, "name": "Maria", "email": "m@example.com.br"}},
+    )
+    key = created.json()["record_key"]
+    await eventually(
+        lambda: json_or_none(system.client, f"{ERP}/erp/records/customer/{key}"),
+        until=lambda body: body is not None,
+        what="customer in the ERP",
+    )
+
+    store_edit = await system.client.put(
+        f"{store_url('loja-2')}/v1/records/customer/{key}",
+        json={"fields": {"phone": "11987654321"}},
+    )
+    await system.converged(customer=1)
+    erp_view = {
+        "id": key,
+        "document": VALID_CPF,
+        "name": "Maria Souza",
+        "email": "m@example.com.br",
+    }
+    await push_with_base(system, "customer", erp_view, base_revision=1)
+    merged = await eventually(
+        lambda: system.record("loja-3", "customer", key),
+        until=lambda view: view is not None and view["record"]["name"] == "Maria Souza",
+        what="ERP edit in loja-3",
+    )
+    report = await system.converged(customer=1)
+
+    assert store_edit.status_code == 202
+    assert merged["record"]["email"] == "m@example.com.br"
+    assert merged["record"]["phone"] == "11987654321"
+    assert report.converged

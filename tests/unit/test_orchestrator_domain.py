@@ -345,3 +345,17 @@ def test_price_scope_follows_its_table() -> None:
     assert scope_of(rules, {"table": "BASE"}, None, {"BASE": None}) is None
     with pytest.raises(MissingScopeParent):
         scope_of(rules, {"table": "NOPE"}, None, {})
+
+
+def test_erp_push_with_stale_base_merges_by_field() -> None:
+    base = validate("customer", customer())
+    state = current(
+        customer(phone="11987654321"), revision=2, field_origins={"phone": "store:loja-2"}
+    )
+    push = change("customer", CUSTOMER_ID, "erp", customer(name="Maria Souza"), base=1)
+
+    outcome = decide(POLICY.for_entity("customer"), push, state, base, validate)
+
+    assert isinstance(outcome, Accepted)
+    assert outcome.data["name"] == "Maria Souza"
+    assert outcome.data["phone"] == "11987654321"

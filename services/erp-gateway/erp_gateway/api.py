@@ -223,8 +223,7 @@ async def ready(gateway: GatewayDep) -> JSONResponse:
     because pushes from the ERP still work without it."""
     engine = gateway.runtime.engine
     database = await database_ready(engine)
-    connection = gateway.runtime.broker.connection
-    broker = connection is not None and not connection.is_closed
+    broker = gateway.runtime.broker_ready
     deliveries: dict[str, int] | None = None
     if database:
         async with engine.connect() as db_connection:

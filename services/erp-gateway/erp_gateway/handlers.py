@@ -26,7 +26,6 @@ from erp_gateway.repository import (
 from erp_gateway.tables import DeliveryStatus
 from lojasync.envelope import (
     ERP_ORIGIN,
-    RECORD_CHANGED,
     RECORD_REJECTED,
     RECORD_RESOLVED,
     Envelope,
@@ -34,6 +33,7 @@ from lojasync.envelope import (
     origin_store_id,
 )
 from lojasync.messaging import PermanentFailure
+from lojasync.partitioning import outgoing_event
 from lojasync.persistence import OutgoingEvent, add_outbox, record_inbox, utc_now
 from lojasync.policy import Policy
 from lojasync.reference import ReferenceTables
@@ -86,13 +86,7 @@ def prepare_push(
 
 
 def _outgoing(change: AcceptedChange) -> OutgoingEvent:
-    envelope = change.to_envelope()
-    return OutgoingEvent(
-        event_id=envelope.id,
-        routing_key=changed_key(change.entity, ERP_ORIGIN),
-        event_type=RECORD_CHANGED,
-        body=envelope.to_bytes(),
-    )
+    return outgoing_event(change.to_envelope(), changed_key(change.entity, ERP_ORIGIN))
 
 
 async def record_push(connection: AsyncConnection, prepared: Sequence[PreparedItem]) -> PushOutcome:

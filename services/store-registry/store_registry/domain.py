@@ -474,6 +474,8 @@ class Rejection:
     errors: list[Record]
     current: Record | None
     deleted: bool
+    # The record exists centrally but outside this store's scope: drop the local copy.
+    out_of_scope: bool = False
 
     def reason(self, now: datetime) -> Record:
         return {
@@ -526,6 +528,8 @@ def apply_rejected(
         return None
 
     updated = replace(_without_pending(current), last_rejection=rejection.reason(now))
+    if rejection.out_of_scope:
+        return replace(updated, data=None, deleted=True)
     if rejection.revision is None:
         if current.revision == 0:
             return replace(updated, data=None, deleted=True)

@@ -27,6 +27,7 @@ from lojasync.envelope import (
     store_target,
 )
 from lojasync.messaging import PermanentFailure
+from lojasync.partitioning import outgoing_event
 from lojasync.persistence import OutgoingEvent, add_outbox, database_ready, record_inbox, utc_now
 from lojasync.policy import Policy
 from lojasync.reference import ReferenceTables
@@ -99,10 +100,9 @@ class StoreRegistry:
 
     async def ready(self) -> dict[str, bool]:
         """Report whether the database accepts queries and the broker connection is open."""
-        connection = self.runtime.broker.connection
         return {
             "database": await database_ready(self.runtime.engine),
-            "broker": connection is not None and not connection.is_closed,
+            "broker": self.runtime.broker_ready,
         }
 
     async def announce(self) -> None:
@@ -118,7 +118,7 @@ class StoreRegistry:
         async with self.runtime.transaction() as connection:
             await add_outbox(
                 connection,
-                [OutgoingEvent(event.id, routing_key, STORE_ANNOUNCED, event.to_bytes())],
+                [outgoing_event(event, routing_key, self.policy)],
             )
         logger.info(
             "store announcement queued",
@@ -208,8 +208,7 @@ class StoreRegistry:
             baserevision=change.base_revision,
             data=change.event_data(),
         )
-        routing_key = changed_key(change.entity, self.origin)
-        return OutgoingEvent(event.id, routing_key, RECORD_CHANGED, event.to_bytes())
+        return outgoing_event(event, changed_key(change.entity, self.origin), self.policy)
 
     # --- Reads ----------------------------------------------------------------------------
 
@@ -393,6 +392,7 @@ def _parse_rejected(envelope: Envelope) -> Rejection:
         errors=errors,
         current=current,
         deleted=_optional_bool(envelope, data, "deleted"),
+        out_of_scope=_optional_bool(envelope, data, "out_of_scope"),
     )
 
 

@@ -16,17 +16,26 @@ from lojasync.persistence import database_ready
 from lojasync.policy import load_policy
 from lojasync.reference import load_reference_tables
 from lojasync.service import ServiceRuntime, Subscription
-from lojasync.topology import ORCHESTRATOR_QUEUE
+from lojasync.topology import orchestrator_partition
 from sync_orchestrator.handlers import ChangeHandler
 from sync_orchestrator.models import EVENT_LOG, KNOWN_STORE, RECORD_STATE, TABLES
 from sync_orchestrator.settings import OrchestratorSettings
 from sync_orchestrator.status import entity_summaries, store_summaries
 
 
-def build_runtime(settings: OrchestratorSettings) -> tuple[ServiceRuntime, Subscription]:
+def build_runtime(settings: OrchestratorSettings) -> tuple[ServiceRuntime, list[Subscription]]:
+    """Build the runtime and one subscription per partition of the orchestrator's input.
+
+    Each partition queue has a single active consumer, so when several orchestrators run,
+    RabbitMQ hands each partition to one of them and the others stand by.
+    """
     runtime = ServiceRuntime("sync-orchestrator", settings.database_url, settings)
     handler = ChangeHandler(runtime, load_policy(), load_reference_tables())
-    return runtime, Subscription(ORCHESTRATOR_QUEUE.consumer, ORCHESTRATOR_QUEUE.bindings, handler)
+    subscriptions = [
+        Subscription(orchestrator_partition(index), (), handler)
+        for index in range(settings.partitions)
+    ]
+    return runtime, subscriptions
 
 
 def _unknown_entity(entity: str) -> HTTPException:
@@ -58,11 +67,11 @@ def _state_view(row: Any) -> dict[str, Any]:
 
 def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     settings = settings or OrchestratorSettings()
-    runtime, subscription = build_runtime(settings)
+    runtime, subscriptions = build_runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start(TABLES, [subscription])
+        await runtime.start(TABLES, subscriptions)
         try:
             yield
         finally:
@@ -78,7 +87,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     @app.get("/ready")
     async def ready() -> JSONResponse:
         database = await database_ready(runtime.engine)
-        broker = runtime.broker.connection is not None and not runtime.broker.connection.is_closed
+        broker = runtime.broker_ready
         status = 200 if database and broker else 503
         return JSONResponse({"database": database, "broker": broker}, status_code=status)
 

@@ -259,16 +259,20 @@ def _field_merge_patch(
 ) -> tuple[Record, list[str]]:
     """Return the fields of a change that apply, and those a newer ERP value overrides.
 
-    A full ERP push without a base revision applies the fields that differ from what
-    the ERP last saw, so edits that stores made meanwhile to other fields survive. A
-    stale store edit applies a field unless the ERP changed that field after the base.
+    An ERP push with a stale base revision applies the fields that differ from the
+    record at that revision, so store edits made since then to other fields survive. A
+    push without a base revision applies the fields that differ from the ERP's previous
+    push of the record, and every field of a record the ERP never pushed. A stale store
+    edit applies a field unless the ERP changed that field after the base.
     """
     if change.origin == ERP_ORIGIN:
-        if change.base_revision is None and erp_base is not None:
-            return {
-                name: value for name, value in fields.items() if erp_base.get(name) != value
-            }, []
-        return dict(fields), []
+        if stale and base_data is not None:
+            reference = base_data
+        elif change.base_revision is None and erp_base is not None:
+            reference = erp_base
+        else:
+            return dict(fields), []
+        return {name: value for name, value in fields.items() if reference.get(name) != value}, []
 
     if not stale:
         return dict(fields), []

@@ -240,6 +240,7 @@ class ChangeHandler:
     ) -> None:
         rules = self._policy.for_entity(change.entity)
         revision = (current.revision if current else 0) + 1
+        to_erp = origin_store_id(change.origin) is not None and rules.owner is not Owner.ERP
         state = CurrentRecord(
             revision=revision,
             data=decision.data,
@@ -279,7 +280,7 @@ class ChangeHandler:
         for store_id in [*(stores or []), *removed]:
             await self._runtime.broker.ensure_store_queue(store_id)
         targets = [ALL_STORES_TARGET] if stores is None else [store_target(s) for s in stores]
-        if origin_store_id(change.origin) is not None and rules.owner is not Owner.ERP:
+        if to_erp:
             targets.append(ERP_TARGET)
         for target in targets:
             batch.outgoing.append(
@@ -349,20 +350,30 @@ class ChangeHandler:
         store_id = origin_store_id(change.origin)
         target = ERP_TARGET if store_id is None else store_target(store_id)
         exists = current is not None and not current.deleted
+        # A store is sent the authoritative record only if it may hold it; a store that
+        # edited a record outside its scope (another store's operator) must drop it.
+        visible = (
+            exists
+            and current is not None
+            and (store_id is None or current.stores is None or store_id in current.stores)
+        )
         event = Envelope(
             source=SOURCE,
             type=RECORD_REJECTED,
             subject=f"{change.entity}/{change.record_key}",
             entity=change.entity,
             recordkey=change.record_key,
-            revision=current.revision if current is not None and current.revision > 0 else None,
+            revision=current.revision
+            if visible and current is not None and current.revision > 0
+            else None,
             origin=change.origin,
             correlationid=change.correlation_id,
             causationid=change.event_id,
             data={
                 **rejection.as_dict(),
-                "current": current.data if exists and current is not None else None,
+                "current": current.data if visible and current is not None else None,
                 "deleted": bool(current and current.deleted),
+                "out_of_scope": exists and not visible,
             },
         )
         batch.outgoing.append(

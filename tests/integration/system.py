@@ -1,0 +1,381 @@
+"""Every service together, in one process, against the real RabbitMQ and PostgreSQL.
+
+The orchestrator, the ERP gateway with the ERP stand-in behind it, and three store
+registries run as ASGI apps in the test's event loop. HTTP between them goes through
+httpx's ASGI transport, and every event goes through the broker. A store registry can
+be stopped and started again on its own database, as a restarted process would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aio_pika
+import httpx
+from fastapi import FastAPI
+
+from erp_gateway.app import create_app as create_gateway_app
+from erp_gateway.settings import GatewaySettings
+from lojasync.convergence import ConvergenceReport, compare_stores
+from lojasync.envelope import Envelope
+from lojasync.policy import BUNDLED_POLICY
+from lojasync_demo.erp_standin import ErpStandin, ErpStandinSettings, push_catalog
+from lojasync_demo.erp_standin import create_app as create_standin_app
+from store_registry.app import create_app as create_store_app
+from store_registry.settings import StoreSettings
+from sync_orchestrator.app import create_app as create_orchestrator_app
+from sync_orchestrator.settings import OrchestratorSettings
+from tests.support import eventually
+
+STORES = ("loja-1", "loja-2", "loja-3")
+# This store runs a policy file in which stores may edit products, as a store with an
+# outdated policy would; its product edits reach the orchestrator, which rejects them.
+OUTDATED_POLICY_STORE = "loja-3"
+ORCHESTRATOR = "http://orchestrator.test"
+GATEWAY = "http://gateway.test"
+ERP = "http://erp.test"
+VALID_CPF = "52998224725"
+
+T = TypeVar("T")
+
+
+def store_url(store_id: str) -> str:
+    return f"http://{store_id}.test"
+
+
+class AppRouter(httpx.AsyncBaseTransport):
+    """Send each request to the ASGI app mounted for its host.
+
+    Unlike httpx's `mounts`, an app can be unmounted and replaced while the client stays
+    open, which a store restart needs. A request to a host with no app fails with
+    httpx.ConnectError, as a request to a stopped process would.
+    """
+
+    def __init__(self) -> None:
+        self._transports: dict[str, httpx.ASGITransport] = {}
+
+    def mount(self, base_url: str, app: FastAPI) -> None:
+        self._transports[httpx.URL(base_url).host] = httpx.ASGITransport(app=app)
+
+    def unmount(self, base_url: str) -> None:
+        self._transports.pop(httpx.URL(base_url).host, None)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._transports.get(request.url.host)
+        if transport is None:
+            raise httpx.ConnectError(f"no app is running at {request.url.host}", request=request)
+        return await transport.handle_async_request(request)
+
+
+@dataclass
+class System:
+    client: httpx.AsyncClient
+    """Reaches every app by its base URL."""
+    namespace: str
+    broker_url: str
+    router: AppRouter
+    store_settings: dict[str, StoreSettings]
+    _store_lifespans: dict[str, AsyncExitStack] = field(default_factory=dict)
+
+    # --- Store processes ------------------------------------------------------------------
+
+    def running(self, store_id: str) -> bool:
+        return store_id in self._store_lifespans
+
+    async def start_store(self, store_id: str) -> None:
+        """Build a new app for the store on its database and enter its lifespan."""
+        if self.running(store_id):
+            return
+        app = create_store_app(self.store_settings[store_id])
+        lifespan = AsyncExitStack()
+        await lifespan.enter_async_context(app.router.lifespan_context(app))
+        self._store_lifespans[store_id] = lifespan
+        self.router.mount(store_url(store_id), app)
+
+    async def stop_store(self, store_id: str) -> None:
+        """Exit the store's lifespan: its consumer, outbox relay and connections stop."""
+        lifespan = self._store_lifespans.pop(store_id, None)
+        if lifespan is None:
+            return
+        self.router.unmount(store_url(store_id))
+        await lifespan.aclose()
+
+    async def restart_store(self, store_id: str) -> None:
+        await self.stop_store(store_id)
+        await self.start_store(store_id)
+
+    async def stop_all_stores(self) -> None:
+        for store_id in list(self._store_lifespans):
+            await self.stop_store(store_id)
+
+    # --- Reads and writes -----------------------------------------------------------------
+
+    async def push(self, records: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        totals = await push_catalog(GATEWAY, records, client=self.client)
+        return dict(totals)
+
+    async def push_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send items in the push format (entity, action, record, key) and return the
+        gateway's result of each."""
+        response = await self.client.post(f"{GATEWAY}/v1/changes", json={"records": items})
+        response.raise_for_status()
+        results: list[dict[str, Any]] = response.json()["results"]
+        return results
+
+    async def record(self, store_id: str, entity: str, key: str) -> dict[str, Any] | None:
+        return await json_or_none(self.client, f"{store_url(store_id)}/v1/records/{entity}/{key}")
+
+    async def central_record(self, entity: str, key: str) -> dict[str, Any] | None:
+        """Return the orchestrator's state of a record, or None when it never existed."""
+        return await json_or_none(self.client, f"{ORCHESTRATOR}/v1/records/{entity}/{key}")
+
+    async def central_events(self, entity: str, key: str) -> list[dict[str, Any]]:
+        """Return the orchestrator's event log of a record, rejections included."""
+        response = await self.client.get(f"{ORCHESTRATOR}/v1/records/{entity}/{key}/events")
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def erp_record(self, entity: str, key: str) -> dict[str, Any] | None:
+        """Return the newest store change the ERP stand-in received for a record."""
+        return await json_or_none(self.client, f"{ERP}/erp/records/{entity}/{key}")
+
+    async def pending_deliveries(self) -> int:
+        """Count the store changes the gateway has not yet delivered to the ERP."""
+        response = await self.client.get(
+            f"{GATEWAY}/v1/deliveries", params={"status": "pending", "limit": 1000}
+        )
+        response.raise_for_status()
+        return len(response.json()["items"])
+
+    async def report(self) -> ConvergenceReport:
+        return await compare_stores(ORCHESTRATOR, client=self.client)
+
+    async def converged(self, **expected_counts: int) -> ConvergenceReport:
+        """Wait until every store matches the orchestrator, which holds `expected_counts`."""
+
+        def done(report: ConvergenceReport) -> bool:
+            counts = {entity: summary["count"] for entity, summary in report.orchestrator.items()}
+            return (
+                len(report.stores) == len(STORES)
+                and all(counts[entity] == count for entity, count in expected_counts.items())
+                and report.converged
+            )
+
+        return await eventually(self.report, until=done, timeout=60, what="convergence")
+
+
+async def json_or_none(client: httpx.AsyncClient, url: str) -> Any:
+    response = await client.get(url)
+    return response.json() if response.status_code == 200 else None
+
+
+async def settle(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    until: Callable[[T], bool],
+    timeout: float,
+    interval: float = 0.05,
+) -> T:
+    """Call `probe` until `until(result)` holds or `timeout` seconds passed; return the
+    last result either way, so the caller's asserts name what differs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if until(result) or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(interval)
+
+
+def policy_with_shared_products(directory: Path) -> Path:
+    """Write a policy file where stores may edit products: a store running an outdated policy."""
+    text = BUNDLED_POLICY.read_text()
+    start = text.index("  product:\n")
+    end = text.index("  tax_rule:\n")
+    shared = (
+        "  product:\n    owner: shared\n    erp: [create, edit, delete]\n"
+        "    stores: [create, edit]\n    distribution: all\n    conflict: field-merge\n"
+        "    store_local: [shelf_location]\n"
+    )
+    path = directory / "outdated-policy.yaml"
+    path.write_text(text[:start] + shared + text[end:])
+    return path
+
+
+DatabaseFactory = Callable[[str], Awaitable[str]]
+
+
+@asynccontextmanager
+async def running_system(
+    broker_url: str, namespace: str, fresh_database: DatabaseFactory, tmp_path: Path
+) -> AsyncIterator[System]:
+    """Start every service in this event loop and stop them all on exit."""
+    async with AsyncExitStack() as stack:
+        common: dict[str, Any] = {
+            "broker_url": broker_url,
+            "namespace": namespace,
+            "outbox_poll_seconds": 0.05,
+        }
+        router = AppRouter()
+
+        async def serve(app: FastAPI, url: str) -> None:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            router.mount(url, app)
+
+        orchestrator = create_orchestrator_app(
+            OrchestratorSettings(**common, database_url=await fresh_database("orchestrator"))
+        )
+        await serve(orchestrator, ORCHESTRATOR)
+
+        standin = ErpStandin(ErpStandinSettings(database_url=await fresh_database("erp")))
+        standin_app = create_standin_app(standin=standin)
+        await serve(standin_app, ERP)
+
+        gateway = create_gateway_app(
+            GatewaySettings(
+                **common,
+                database_url=await fresh_database("gateway"),
+                erp_callback_url=f"{ERP}/erp/changes",
+                delivery_poll_seconds=0.1,
+            ),
+            transport=httpx.ASGITransport(app=standin_app),
+        )
+        await serve(gateway, GATEWAY)
+
+        outdated_policy = policy_with_shared_products(tmp_path)
+        store_settings = {
+            store_id: StoreSettings(
+                **common,
+                store_id=store_id,
+                database_url=await fresh_database(store_id),
+                api_url=store_url(store_id),
+                policy_file=outdated_policy if store_id == OUTDATED_POLICY_STORE else None,
+            )
+            for store_id in STORES
+        }
+
+        client = await stack.enter_async_context(httpx.AsyncClient(transport=router, timeout=30))
+        system = System(client, namespace, broker_url, router, store_settings)
+        stack.push_async_callback(system.stop_all_stores)
+        for store_id in STORES:
+            await system.start_store(store_id)
+
+        await eventually(
+            system.report,
+            until=lambda report: len(report.stores) == len(STORES),
+            what="three stores announced",
+        )
+        yield system
+
+
+@dataclass(frozen=True)
+class TappedMessage:
+    """A copy of one message as the broker delivered it: routing key, headers and body."""
+
+    routing_key: str
+    body: bytes
+    headers: Mapping[str, Any]
+    message_id: str | None
+    message_type: str | None
+    content_type: str | None
+
+    @property
+    def envelope(self) -> Envelope:
+        return Envelope.from_bytes(self.body)
+
+
+class EventTap:
+    """A private queue on the namespace's exchange that copies every message it matches.
+
+    `republish` sends a copied message again with the same routing key, headers and AMQP
+    properties, as a broker redelivery or a publisher retry would.
+    """
+
+    def __init__(self, broker_url: str, namespace: str, bindings: list[str]) -> None:
+        self.broker_url = broker_url
+        self.namespace = namespace
+        self.bindings = bindings
+        self.messages: list[TappedMessage] = []
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+
+    async def __aenter__(self) -> EventTap:
+        self._connection = await aio_pika.connect_robust(self.broker_url)
+        channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await channel.declare_exchange(
+            self.namespace, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for pattern in self.bindings:
+            await queue.bind(self._exchange, routing_key=pattern)
+        await queue.consume(self._copy)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _copy(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            self.messages.append(
+                TappedMessage(
+                    routing_key=message.routing_key or "",
+                    body=message.body,
+                    headers=dict(message.headers or {}),
+                    message_id=message.message_id,
+                    message_type=message.type,
+                    content_type=message.content_type,
+                )
+            )
+
+    def of_record(self, event_type: str, entity: str, key: str) -> list[TappedMessage]:
+        """Return the copied events of one type about one record, in arrival order."""
+        found = []
+        for message in self.messages:
+            envelope = message.envelope
+            if envelope.type == event_type and (envelope.entity, envelope.recordkey) == (
+                entity,
+                key,
+            ):
+                found.append(message)
+        return found
+
+    async def republish(self, message: TappedMessage, routing_key: str | None = None) -> None:
+        """Publish a copied message again, to its own routing key unless one is given."""
+        await self.publish_body(
+            message.body,
+            routing_key or message.routing_key,
+            headers=message.headers,
+            message_id=message.message_id,
+            message_type=message.message_type,
+            content_type=message.content_type,
+        )
+
+    async def publish_body(
+        self,
+        body: bytes,
+        routing_key: str,
+        *,
+        headers: Mapping[str, Any],
+        message_id: str | None,
+        message_type: str | None,
+        content_type: str | None,
+    ) -> None:
+        assert self._exchange is not None, "EventTap.publish_body needs `async with` first"
+        await self._exchange.publish(
+            aio_pika.Message(
+                body,
+                headers=dict(headers),
+                message_id=message_id,
+                type=message_type,
+                content_type=content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=routing_key,
+        )
