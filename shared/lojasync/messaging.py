@@ -192,12 +192,22 @@ class Broker:
         await self.declare_queue(spec.consumer, spec.bindings)
         self._declared_stores.add(store_id)
 
-    async def close(self) -> None:
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now; False while it reconnects after a fault."""
+        return self.connection is not None and self.connection.connected.is_set()
+
+    async def close(self, *, timeout: float = 5.0) -> None:
+        """Stop the consumers and close the connection, giving up after `timeout` seconds
+        per step: while the link is down, a cancel or close would wait for a reconnect."""
         for consumer in self._consumers:
-            await consumer.stop()
+            await consumer.stop(timeout=timeout)
         self._consumers.clear()
         if self.connection is not None:
-            await self.connection.close()
+            try:
+                await asyncio.wait_for(self.connection.close(), timeout)
+            except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError) as exc:
+                logger.warning("closing the broker connection failed: %s", exc)
             self.connection = None
 
     async def declare_queue(self, consumer: str, bindings: Sequence[str]) -> AbstractQueue:
@@ -351,11 +361,11 @@ class BatchConsumer:
         self._consumer_tag = await self._queue.consume(self._buffer.put, no_ack=False)
         self._worker = asyncio.create_task(self._run(), name=f"consumer {self._queue.name}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout: float = 5.0) -> None:
         if self._consumer_tag is not None:
             try:
-                await self._queue.cancel(self._consumer_tag)
-            except Exception as exc:  # the channel may already be closed
+                await asyncio.wait_for(self._queue.cancel(self._consumer_tag), timeout)
+            except Exception as exc:  # the channel may be closed or reconnecting
                 logger.debug("cancel consumer failed", extra={"error": str(exc)})
             self._consumer_tag = None
         if self._worker is not None:

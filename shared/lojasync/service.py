@@ -131,10 +131,7 @@ class ServiceRuntime:
 
     @property
     def broker_ready(self) -> bool:
-        connection = self.broker.connection
-        return (
-            self.broker_connected.is_set() and connection is not None and not connection.is_closed
-        )
+        return self.broker_connected.is_set() and self.broker.connected
 
     async def stop(self) -> None:
         if self._connector is not None:

@@ -146,6 +146,35 @@ class System:
         """Return the newest store change the ERP stand-in received for a record."""
         return await json_or_none(self.client, f"{ERP}/erp/records/{entity}/{key}")
 
+    async def decision_on(
+        self, entity: str, key: str, change_id: str, timeout: float = 20.0
+    ) -> dict[str, Any]:
+        """Wait until the orchestrator logged its decision on the change with id
+        `change_id` and return that log item (`kind` is "resolved" or "rejected")."""
+
+        def decided(items: list[dict[str, Any]]) -> bool:
+            return any(item["causation_id"] == change_id for item in items)
+
+        items = await eventually(
+            lambda: self.central_events(entity, key),
+            until=decided,
+            timeout=timeout,
+            what=f"a decision on change {change_id} of {entity} {key}",
+        )
+        return next(item for item in items if item["causation_id"] == change_id)
+
+    async def settled_record(
+        self, store_id: str, entity: str, key: str, timeout: float = 20.0
+    ) -> dict[str, Any] | None:
+        """Wait until the store's record has no pending edit and return it."""
+        view: dict[str, Any] | None = await eventually(
+            lambda: self.record(store_id, entity, key),
+            until=lambda found: found is None or found["pending_action"] is None,
+            timeout=timeout,
+            what=f"{entity} {key} settled in {store_id}",
+        )
+        return view
+
     async def pending_deliveries(self) -> int:
         """Count the store changes the gateway has not yet delivered to the ERP."""
         response = await self.client.get(
@@ -213,9 +242,18 @@ DatabaseFactory = Callable[[str], Awaitable[str]]
 
 @asynccontextmanager
 async def running_system(
-    broker_url: str, namespace: str, fresh_database: DatabaseFactory, tmp_path: Path
+    broker_url: str,
+    namespace: str,
+    fresh_database: DatabaseFactory,
+    tmp_path: Path,
+    *,
+    store_broker_urls: Mapping[str, str] | None = None,
 ) -> AsyncIterator[System]:
-    """Start every service in this event loop and stop them all on exit."""
+    """Start every service in this event loop and stop them all on exit.
+
+    `store_broker_urls` gives some stores another broker URL, such as a proxy whose link
+    a test can cut.
+    """
     async with AsyncExitStack() as stack:
         common: dict[str, Any] = {
             "broker_url": broker_url,
@@ -251,7 +289,7 @@ async def running_system(
         outdated_policy = policy_with_shared_products(tmp_path)
         store_settings = {
             store_id: StoreSettings(
-                **common,
+                **{**common, "broker_url": (store_broker_urls or {}).get(store_id, broker_url)},
                 store_id=store_id,
                 database_url=await fresh_database(store_id),
                 api_url=store_url(store_id),
@@ -379,3 +417,46 @@ class EventTap:
             ),
             routing_key=routing_key,
         )
+
+
+@dataclass(frozen=True)
+class ErpCopy:
+    """One record as the ERP holds it, at the orchestrator's revision of that content."""
+
+    revision: int
+    record: dict[str, Any] | None
+    """None when the record is deleted."""
+
+
+class ErpLedger:
+    """The ERP's own copy of shared records: what it pushed and what it was sent.
+
+    The ERP stand-in stores only the store changes the gateway delivers to it, because
+    the orchestrator sends the ERP no decision on the ERP's own pushes. A test records
+    each accepted push here with the revision the orchestrator gave it, and the ERP's
+    copy of a record is the newer of its last push and the last delivery.
+    """
+
+    def __init__(self) -> None:
+        self._pushed: dict[tuple[str, str], ErpCopy] = {}
+
+    def pushed(self, entity: str, key: str, revision: int, record: dict[str, Any] | None) -> None:
+        """Record an accepted push; `record` is None for a delete."""
+        known = self._pushed.get((entity, key))
+        if known is None or known.revision < revision:
+            self._pushed[(entity, key)] = ErpCopy(revision, record)
+
+    async def copy(self, system: System, entity: str, key: str) -> ErpCopy | None:
+        """Return the ERP's copy of a record, or None when the ERP never had it."""
+        own = self._pushed.get((entity, key))
+        delivered = await system.erp_record(entity, key)
+        received = (
+            ErpCopy(delivered["revision"], None if delivered["deleted"] else delivered["record"])
+            if delivered is not None
+            else None
+        )
+        if own is None:
+            return received
+        if received is None or own.revision > received.revision:
+            return own
+        return received
