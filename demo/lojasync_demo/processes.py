@@ -1,14 +1,17 @@
-"""Start and stop the lojasync services as child processes, for the demo."""
+"""Start and stop the lojasync services as child processes, for the demo and the fault tests."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
@@ -52,10 +55,48 @@ class ProcessGroup:
     services: list[ServiceProcess] = field(default_factory=list)
 
     async def start(self, service: ServiceProcess) -> None:
+        """Start `service` with a new log file and add it to the group."""
+        await self._spawn(service, log_mode="wb")
+        self.services.append(service)
+
+    def get(self, name: str) -> ServiceProcess:
+        """Return the service of the group called `name`."""
+        for service in self.services:
+            if service.name == name:
+                return service
+        known = ", ".join(service.name for service in self.services)
+        raise KeyError(f"no service {name!r} in the group; the group has: {known}")
+
+    async def kill(
+        self, name: str, sig: signal.Signals = signal.SIGKILL, timeout: float = 15.0
+    ) -> int:
+        """Send `sig` to the service's process, wait until it exits and return its status.
+
+        Raises TimeoutError when the process is still running after `timeout` seconds.
+        """
+        service = self.get(name)
+        process = service.process
+        if process is None or process.returncode is not None:
+            raise RuntimeError(f"{name} is not running, so it cannot receive {sig.name}")
+        process.send_signal(sig)
+        return await asyncio.wait_for(process.wait(), timeout)
+
+    async def restart(self, name: str) -> None:
+        """Start an exited service again, on the same port and environment.
+
+        The new process appends to the service's log file, so the log keeps what the
+        previous process wrote. Call `wait_ready` afterwards.
+        """
+        service = self.get(name)
+        if service.process is not None and service.process.returncode is None:
+            raise RuntimeError(f"{name} is still running (pid {service.process.pid})")
+        await self._spawn(service, log_mode="ab")
+
+    async def _spawn(self, service: ServiceProcess, *, log_mode: Literal["wb", "ab"]) -> None:
         if port_in_use(service.port):
             raise PortInUse(service.name, service.port)
         service.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = service.log_path.open("wb")
+        log = service.log_path.open(log_mode)
         env = {
             **os.environ,
             **service.env,
@@ -66,12 +107,16 @@ class ProcessGroup:
             sys.executable, "-m", service.module, env=env, stdout=log, stderr=log
         )
         log.close()
-        self.services.append(service)
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, timeout: float = 60.0, names: Collection[str] | None = None) -> None:
+        """Wait until `/ready` of every service (or of those in `names`) returns 200.
+
+        Raises RuntimeError when a process exits and TimeoutError at the deadline.
+        """
         deadline = time.monotonic() + timeout
+        services = [s for s in self.services if names is None or s.name in names]
         async with httpx.AsyncClient(timeout=2.0) as client:
-            for service in self.services:
+            for service in services:
                 while True:
                     if service.process is not None and service.process.returncode is not None:
                         raise RuntimeError(
