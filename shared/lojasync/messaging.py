@@ -434,7 +434,10 @@ class BatchConsumer:
             except PermanentFailure:
                 raise
             except Exception as exc:
-                if not is_transient(exc):
+                healthy = await self._dependencies_healthy()
+                # An error while the database is unreachable says nothing about the message,
+                # whatever its type, so it is retried like any transient failure.
+                if healthy and not is_transient(exc):
                     if len(envelopes) == 1:
                         logger.exception(
                             "handler failed",
@@ -442,7 +445,7 @@ class BatchConsumer:
                         )
                     raise PermanentFailure(envelopes[0].id, f"{type(exc).__name__}: {exc}") from exc
                 retries += 1
-                if await self._dependencies_healthy():
+                if healthy:
                     attempts += 1
                 if attempts >= self._max_attempts:
                     raise PermanentFailure(

@@ -176,7 +176,10 @@ async def add_outbox(connection: AsyncConnection, events: Sequence[OutgoingEvent
     )
 
 
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
+# Serialization failure, deadlock, administrator shutdown, crash shutdown, cannot connect
+# now, too many connections, and "database is not currently accepting connections" (55000,
+# while ALLOW_CONNECTIONS is false). Class 08 (connection exceptions) is checked apart.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300", "55000"})
 
 
 def is_transient_database_error(error: BaseException) -> bool:
@@ -193,7 +196,9 @@ def is_transient_database_error(error: BaseException) -> bool:
     sqlstate = getattr(cause, "sqlstate", None) or getattr(
         getattr(cause, "__cause__", None), "sqlstate", None
     )
-    return sqlstate in _TRANSIENT_SQLSTATES
+    return sqlstate in _TRANSIENT_SQLSTATES or (
+        isinstance(sqlstate, str) and sqlstate.startswith("08")
+    )
 
 
 async def database_ready(engine: AsyncEngine) -> bool:
