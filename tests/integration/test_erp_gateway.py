@@ -403,18 +403,16 @@ async def test_resolved_store_change_reaches_erp(start_gateway: StartGateway) ->
     assert payload["deleted"] is False
 
 
-async def test_resolved_erp_change_not_delivered(start_gateway: StartGateway) -> None:
+async def test_merged_erp_change_delivered_back(start_gateway: StartGateway) -> None:
     harness = await start_gateway()
-    from_erp = resolved_event(1, customer(), origin=ERP_ORIGIN)
-    from_store = resolved_event(2, customer("Maria Souza"))
+    merged = resolved_event(2, customer("Maria Souza"), origin=ERP_ORIGIN)
 
-    await harness.publish(from_erp, resolved_key("customer", ERP_TARGET))
-    await harness.publish(from_store, resolved_key("customer", ERP_TARGET))
-    await harness.delivery_settled(from_store.id)
+    await harness.publish(merged, resolved_key("customer", ERP_TARGET))
+    delivery = await harness.delivery_settled(merged.id)
+    received = await harness.erp_received()
 
-    missing = await harness.api.get(f"/v1/deliveries/{from_erp.id}")
-    assert missing.status_code == 404
-    assert missing.json()["detail"]["code"] == "delivery_not_found"
+    assert delivery["status"] == "delivered"
+    assert [item["revision"] for item in received] == [2]
 
 
 async def test_resolved_without_revision_dead_lettered(start_gateway: StartGateway) -> None:

@@ -30,7 +30,6 @@ from lojasync.envelope import (
     RECORD_RESOLVED,
     Envelope,
     changed_key,
-    origin_store_id,
 )
 from lojasync.messaging import PermanentFailure
 from lojasync.partitioning import outgoing_event
@@ -225,9 +224,9 @@ def _row_of(envelope: Envelope) -> dict[str, Any] | None:
 
 
 def _delivery_row(envelope: Envelope) -> dict[str, Any] | None:
+    # Everything routed to the ERP is delivered: store changes, and ERP changes whose
+    # merge with store edits left the record different from what the ERP sent.
     origin = envelope.origin or ""
-    if origin_store_id(origin) is None:
-        return None
     entity, record_key = _require_record(envelope)
     if envelope.revision is None:
         raise PermanentFailure(envelope.id, "record.resolved without the revision attribute")

@@ -240,7 +240,10 @@ class ChangeHandler:
     ) -> None:
         rules = self._policy.for_entity(change.entity)
         revision = (current.revision if current else 0) + 1
-        to_erp = origin_store_id(change.origin) is not None and rules.owner is not Owner.ERP
+        to_erp = rules.owner is not Owner.ERP and (
+            origin_store_id(change.origin) is not None
+            or _erp_copy_differs(change.fields, decision.data)
+        )
         state = CurrentRecord(
             revision=revision,
             data=decision.data,
@@ -408,6 +411,11 @@ class ChangeHandler:
                 "code": rejection.code,
             },
         )
+
+
+def _erp_copy_differs(pushed: dict[str, Any], decided: dict[str, Any]) -> bool:
+    """Tell whether an ERP change was merged into something other than what the ERP sent."""
+    return any(decided.get(name) != value for name, value in pushed.items())
 
 
 def _resolved_event(
