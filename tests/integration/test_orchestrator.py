@@ -131,11 +131,15 @@ async def test_unchanged_erp_push_publishes_nothing(
 ) -> None:
     await publish(probe, changed("product", "P1", "erp", product()))
     await publish(probe, changed("product", "P1", "erp", product()))
-    await publish(probe, changed("product", "P2", "erp", product("P2", gtins=["78935761"])))
+    # A real change after the repeat, in the same partition: it is decided after the repeat.
+    await publish(probe, changed("product", "P1", "erp", product(description="NOVO")))
 
     found = await probe.wait_for(2, RECORD_RESOLVED)
+    state = (await orchestrator.get("/v1/records/product/P1")).json()
 
-    assert [event.recordkey for _, event in found] == ["P1", "P2"]
+    assert [event.revision for _, event in found] == [1, 2]
+    assert found[1][1].data["record"]["description"] == "NOVO"
+    assert state["revision"] == 2
 
 
 async def test_store_edit_of_product_rejected_to_store(
