@@ -43,8 +43,8 @@ test-fast: install
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check shared services demo tests
-	$(BIN)/mypy shared/lojasync services demo
+	$(BIN)/ruff check shared services demo tests bench
+	$(BIN)/mypy shared/lojasync services demo bench
 
 lock:
 	$(BIN)/pip install --quiet pip-tools
@@ -52,3 +52,13 @@ lock:
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks of the real services on the local RabbitMQ and PostgreSQL; see BENCHMARKS.md.
+# BENCH_ARGS adds options, e.g. BENCH_ARGS='--profile --json-out var/bench/result.json'.
+BENCH_ARGS ?=
+.PHONY: bench bench-quick
+bench: install broker-plugins
+	$(BIN)/python -m bench --runs 3 --backlog 200000 --max-load 1.5 $(BENCH_ARGS)
+
+bench-quick: install broker-plugins
+	$(BIN)/python -m bench --runs 1 --products 2000 --latency-seconds 3 --backlog 10000 $(BENCH_ARGS)
