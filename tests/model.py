@@ -1,4 +1,4 @@
-"""A reference model of the ownership policy, written apart from the services' code.
+"""A reference model of the ownership policy, independent of the services' code.
 
 Tests feed it the changes they make to the running services, in the order the
 orchestrator decides them, and compare the state it computes with what the
@@ -12,8 +12,8 @@ and the ERP-owned entities (products, prices, price tables and the reference tab
   over a store. Otherwise the field applies, so between stores the newest edit wins.
   An ERP push carries the full record and applies the fields that differ from the ERP's
   previous push of that record, so store edits of the other fields survive it. The first
-  push of a record applies every field. The CPF/CNPJ (`document`) cannot change once the
-  record was accepted, whoever sends the change.
+  push of a record applies every field. A store cannot change the CPF/CNPJ (`document`)
+  once the record was accepted; the ERP can.
 - An operator belongs to the store that created it. Only that store and the ERP may
   change it, the ERP may not create one, and no other store receives it.
 - The ERP may delete any record it may change. Deletes by stores are not modelled.
@@ -33,13 +33,14 @@ Record = dict[str, Any]
 ERP = "erp"
 CUSTOMER = "customer"
 OPERATOR = "operator"
+# Customer fields a store cannot change once the record was accepted.
 IMMUTABLE_CUSTOMER_FIELDS = frozenset({"document"})
 # The field of an operator that names the store it belongs to.
 OWNER_STORE_FIELD = "store_id"
 
 
 class Ownership(StrEnum):
-    ERP = "erp"  # changed in the ERP only; every store change is rejected
+    ERP = "erp"  # changed in the ERP only, and every store change is rejected
     SHARED = "shared"  # ERP and stores change it, merged by field (customer)
     STORE = "store"  # created by a store and changed by it or the ERP (operator)
 
@@ -61,8 +62,8 @@ def store_origin(store_id: str) -> str:
 
 class Outcome(StrEnum):
     ACCEPTED = "accepted"  # the orchestrator records a new revision
-    UNCHANGED = "unchanged"  # an ERP push equal to the current record: no new revision
-    REJECTED = "rejected"  # the orchestrator refuses the change; nothing changes
+    UNCHANGED = "unchanged"  # an ERP push that changes nothing, so no new revision
+    REJECTED = "rejected"  # the orchestrator rejects the change, and nothing changes
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,12 @@ class ModelRecord:
     """What the orchestrator must hold for one key."""
 
     data: Record | None = None
-    """The current record; None when it never existed or was deleted."""
+    """The current record, or None when it never existed or was deleted."""
     field_origins: dict[str, str] = field(default_factory=dict)
     """Who set each field's current value: "erp" or "store:<id>"."""
     erp_pushed: Record | None = None
     """The record the ERP sent in its last accepted push: the base of its next push."""
     owner_store: str | None = None
-    revisions: int = 0
 
     @property
     def exists(self) -> bool:
@@ -144,11 +144,6 @@ class PolicyModel:
         found = self._records.get((entity, key))
         return None if found is None or found.data is None else dict(found.data)
 
-    def revisions(self, entity: str, key: str) -> int:
-        """Return how many changes of the record were accepted: its current revision."""
-        found = self._records.get((entity, key))
-        return 0 if found is None else found.revisions
-
     def holders(self, entity: str, key: str, stores: tuple[str, ...]) -> tuple[str, ...]:
         """Return the stores that must hold the record: its owner for an operator, else all."""
         found = self._records.get((entity, key))
@@ -158,7 +153,7 @@ class PolicyModel:
         return stores
 
     def apply(self, operation: Operation) -> Verdict:
-        """Decide one operation and update the state when it is accepted."""
+        """Decide one operation and update the state unless it is rejected."""
         current = self._records.setdefault((operation.entity, operation.key), ModelRecord())
         if isinstance(operation, ErpUpsert):
             verdict = _erp_upsert(current, operation)
@@ -168,8 +163,6 @@ class PolicyModel:
             verdict = _store_create(current, operation)
         else:
             verdict = _store_edit(current, operation)
-        if verdict.outcome is Outcome.ACCEPTED:
-            current.revisions += 1
         return verdict
 
 
@@ -203,9 +196,6 @@ def _erp_upsert(current: ModelRecord, operation: ErpUpsert) -> Verdict:
         return _accepted("the ERP replaces its own record")
 
     if kind is Ownership.SHARED:
-        for name in IMMUTABLE_CUSTOMER_FIELDS:
-            if pushed.get(name) != current.data.get(name):
-                return _rejected(f"{name} cannot change once the record was accepted")
         base = current.erp_pushed if current.erp_pushed is not None else current.data
         patch = {name: value for name, value in pushed.items() if base.get(name) != value}
     else:
@@ -260,7 +250,7 @@ def _store_edit(current: ModelRecord, operation: StoreEdit) -> Verdict:
     if kind is Ownership.SHARED:
         frozen = sorted(set(changed) & IMMUTABLE_CUSTOMER_FIELDS)
         if frozen:
-            return _rejected(f"{frozen[0]} cannot change once the record was accepted")
+            return _rejected(f"a store cannot change {frozen[0]} of an accepted record")
 
     origin = store_origin(operation.store_id)
     applied: Record = {}

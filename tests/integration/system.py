@@ -35,7 +35,7 @@ from tests.support import eventually
 
 STORES = ("loja-1", "loja-2", "loja-3")
 # This store runs a policy file in which stores may edit products, as a store with an
-# outdated policy would; its product edits reach the orchestrator, which rejects them.
+# outdated policy would. Its product edits reach the orchestrator, which rejects them.
 OUTDATED_POLICY_STORE = "loja-3"
 ORCHESTRATOR = "http://orchestrator.test"
 GATEWAY = "http://gateway.test"
@@ -129,11 +129,15 @@ class System:
         return results
 
     async def record(self, store_id: str, entity: str, key: str) -> dict[str, Any] | None:
-        return await json_or_none(self.client, f"{store_url(store_id)}/v1/records/{entity}/{key}")
+        url = f"{store_url(store_id)}/v1/records/{entity}/{key}"
+        view: dict[str, Any] | None = await json_or_none(self.client, url)
+        return view
 
     async def central_record(self, entity: str, key: str) -> dict[str, Any] | None:
         """Return the orchestrator's state of a record, or None when it never existed."""
-        return await json_or_none(self.client, f"{ORCHESTRATOR}/v1/records/{entity}/{key}")
+        url = f"{ORCHESTRATOR}/v1/records/{entity}/{key}"
+        state: dict[str, Any] | None = await json_or_none(self.client, url)
+        return state
 
     async def central_events(self, entity: str, key: str) -> list[dict[str, Any]]:
         """Return the orchestrator's event log of a record, rejections included."""
@@ -143,8 +147,11 @@ class System:
         return items
 
     async def erp_record(self, entity: str, key: str) -> dict[str, Any] | None:
-        """Return the newest store change the ERP stand-in received for a record."""
-        return await json_or_none(self.client, f"{ERP}/erp/records/{entity}/{key}")
+        """Return the newest revision of a record the ERP stand-in received."""
+        received: dict[str, Any] | None = await json_or_none(
+            self.client, f"{ERP}/erp/records/{entity}/{key}"
+        )
+        return received
 
     async def decision_on(
         self, entity: str, key: str, change_id: str, timeout: float = 20.0
@@ -175,19 +182,11 @@ class System:
         )
         return view
 
-    async def pending_deliveries(self) -> int:
-        """Count the store changes the gateway has not yet delivered to the ERP."""
-        response = await self.client.get(
-            f"{GATEWAY}/v1/deliveries", params={"status": "pending", "limit": 1000}
-        )
-        response.raise_for_status()
-        return len(response.json()["items"])
-
     async def report(self) -> ConvergenceReport:
         return await compare_stores(ORCHESTRATOR, client=self.client)
 
     async def converged(self, **expected_counts: int) -> ConvergenceReport:
-        """Wait until every store matches the orchestrator, which holds `expected_counts`."""
+        """Wait until every store matches the orchestrator, which has `expected_counts`."""
 
         def done(report: ConvergenceReport) -> bool:
             counts = {entity: summary["count"] for entity, summary in report.orchestrator.items()}
@@ -212,8 +211,10 @@ async def settle(
     timeout: float,
     interval: float = 0.05,
 ) -> T:
-    """Call `probe` until `until(result)` holds or `timeout` seconds passed; return the
-    last result either way, so the caller's asserts name what differs."""
+    """Call `probe` until `until(result)` is true or `timeout` seconds passed.
+
+    Returns the last result either way, so that the caller's asserts name what differs.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = await probe()
@@ -421,7 +422,7 @@ class EventTap:
 
 @dataclass(frozen=True)
 class ErpCopy:
-    """One record as the ERP holds it, at the orchestrator's revision of that content."""
+    """One record in the ERP's copy, at the orchestrator's revision of that content."""
 
     revision: int
     record: dict[str, Any] | None
@@ -431,10 +432,10 @@ class ErpCopy:
 class ErpLedger:
     """The ERP's own copy of shared records: what it pushed and what it was sent.
 
-    The ERP stand-in stores only the store changes the gateway delivers to it, because
-    the orchestrator sends the ERP no decision on the ERP's own pushes. A test records
-    each accepted push here with the revision the orchestrator gave it, and the ERP's
-    copy of a record is the newer of its last push and the last delivery.
+    The ERP stand-in stores only what the gateway delivers to it: store changes, and
+    the ERP's own pushes only when the orchestrator merged them into something else. A
+    test records each accepted push here with the revision the orchestrator gave it, and
+    the ERP's copy of a record is the newer of its last push and the last delivery.
     """
 
     def __init__(self) -> None:

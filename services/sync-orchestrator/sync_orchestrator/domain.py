@@ -158,7 +158,8 @@ def decide(
         )
 
     overridden: list[str] = []
-    erp_base = current.erp_base if current else None
+    # A deleted record is created anew: nothing of its previous life is a base for merging.
+    erp_base = current.erp_base if exists and current else None
     if rules.conflict is Conflict.ERP_WINS:
         patch = fields
         merged = dict(fields)
@@ -188,7 +189,8 @@ def decide(
         if previous.get(name) != normalized.get(name) or name not in origins:
             origins[name] = change.origin
     if change.origin == ERP_ORIGIN:
-        erp_base = normalized
+        # What the ERP sent, not the merge: the ERP's next push is compared with its own.
+        erp_base = dict(fields)
 
     owner_store = current.owner_store if exists and current else None
     if rules.owner is Owner.STORE and owner_store is None:
