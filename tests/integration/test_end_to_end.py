@@ -1,6 +1,6 @@
 """End-to-end flows across every service, against the real RabbitMQ and PostgreSQL.
 
-The services run in the test's event loop; `tests.integration.system` starts them.
+The services run in the test's event loop, started by `tests.integration.system`.
 """
 
 from __future__ import annotations
