@@ -1,4 +1,4 @@
-"""Compare what each store holds with what the orchestrator says it should hold."""
+"""Compare the records of each store with the records the orchestrator expects it to have."""
 
 from __future__ import annotations
 

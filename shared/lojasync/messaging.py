@@ -8,11 +8,12 @@ Topology per namespace `ns`:
 - One durable queue per consumer, named by the service (`ns.orchestrator`,
   `ns.store.<id>`, `ns.erp-gateway`).
 
-Ack policy, in one place (`BatchConsumer`): a batch is acked after its handler
-committed; a message that cannot be parsed or that the handler rejects for good is
-re-published to the dead-letter exchange with the reason and then acked; a transient
-failure (database or broker down) is retried in place with capped exponential backoff,
-so the messages behind it keep their order.
+The ack policy lives in one place, `BatchConsumer`. A batch is acked after its handler
+committed. A message that cannot be parsed, or that the handler rejects for good, is
+re-published to the dead-letter exchange with the reason and then acked. A transient
+failure (database or broker down) is retried in place with capped exponential backoff, so
+the messages behind it keep their order (see `BatchConsumer._call_with_retry` for when a
+message that keeps failing is dead-lettered).
 """
 
 from __future__ import annotations

@@ -73,6 +73,9 @@ class OutgoingEvent:
     partition_key: str | None = None
 
 
+OUTBOX_WRITTEN = "lojasync_outbox_written"
+
+
 def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     return create_async_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True)
 
@@ -159,6 +162,8 @@ def upsert_statement(
 async def add_outbox(connection: AsyncConnection, events: Sequence[OutgoingEvent]) -> None:
     if not events:
         return
+    # Read by ServiceRuntime.transaction, which wakes the relay only after such a commit.
+    connection.info[OUTBOX_WRITTEN] = True
     now = utc_now()
     await connection.execute(
         OUTBOX.insert(),

@@ -17,6 +17,7 @@ from lojasync.outbox import OutboxRelay
 from lojasync.persistence import (
     INBOX,
     OUTBOX,
+    OUTBOX_WRITTEN,
     create_engine,
     create_tables,
     database_ready,
@@ -149,7 +150,13 @@ class ServiceRuntime:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """Open a transaction; after it commits, wake the outbox relay."""
+        """Open a transaction; after it commits, wake the outbox relay if it added events.
+
+        Consumers that only apply decisions add no events, and waking the relay after each
+        of their batches made it read an empty outbox every time.
+        """
         async with self.engine.begin() as connection:
             yield connection
-        self.relay.wake()
+            wrote_outbox = connection.info.pop(OUTBOX_WRITTEN, False)
+        if wrote_outbox:
+            self.relay.wake()

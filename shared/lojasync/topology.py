@@ -43,7 +43,7 @@ ERP_GATEWAY_QUEUE = QueueSpec(
 
 
 def orchestrator_partition(index: int) -> str:
-    """The consumer name of partition `index`; its queue is `<namespace>.orchestrator.<index>`."""
+    """Return the consumer name of partition `index` (queue `<namespace>.orchestrator.<index>`)."""
     return f"orchestrator.{index}"
 
 

@@ -92,7 +92,7 @@ def parse_change(envelope: Envelope, policy: Policy) -> Change:
 
 @dataclass
 class _Batch:
-    """What one batch loads and writes."""
+    """State that one batch loads, and the rows and events it writes."""
 
     states: dict[RecordId, CurrentRecord]
     parent_scopes: dict[str, dict[str, list[str] | None]]
