@@ -22,7 +22,8 @@ install: $(STAMP)
 # Where rabbitmq-plugins is not on this machine (a remote broker), enable it there.
 broker-plugins:
 	@if command -v rabbitmq-plugins >/dev/null 2>&1; then \
-		rabbitmq-plugins -q enable rabbitmq_consistent_hash_exchange; fi
+		rabbitmq-plugins -q enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1 || \
+		echo "note: rabbitmq-plugins could not enable rabbitmq_consistent_hash_exchange; server mode needs it, embedded mode does not" >&2; fi
 
 demo: install broker-plugins
 	$(BIN)/lojasync demo

@@ -4,6 +4,10 @@ Integration tests talk to the real RabbitMQ and PostgreSQL. Their URLs come from
 LOJASYNC_TEST_BROKER_URL and LOJASYNC_TEST_DATABASE_SERVER, with the localhost servers
 as defaults. Where neither variable is set, no server answers on localhost and a Docker
 engine exists, testcontainers starts both servers for the session.
+
+Scenario tests take the `backend` fixture instead, which runs each of them twice: on
+the servers, and in embedded mode (SQLite files and the in-process broker), so the
+embedded broker cannot drift from RabbitMQ's behaviour unnoticed.
 """
 
 from __future__ import annotations
@@ -14,12 +18,20 @@ import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import aio_pika
 import pytest
 
 from lojasync.persistence import drop_database, ensure_database
-from lojasync.settings import DEFAULT_BROKER_URL, DEFAULT_DATABASE_SERVER, database_url_for
+from lojasync.settings import (
+    DEFAULT_BROKER_URL,
+    DEFAULT_DATABASE_SERVER,
+    database_url_for,
+    embedded_broker_url,
+    embedded_database_url,
+)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -40,16 +52,40 @@ def _docker_available() -> bool:
     return True
 
 
+def _servers_required() -> bool:
+    return os.environ.get("LOJASYNC_REQUIRE_SERVERS", "") not in ("", "0")
+
+
+# Set when the `servers` fixture resolves, for the clean-up at the end of the session.
+_session_broker_url: str | None = None
+
+
 @pytest.fixture(scope="session")
 def servers() -> Iterator[tuple[str, str]]:
-    """(broker URL, database server URL) for the whole session."""
+    """(broker URL, database server URL) for the whole session.
+
+    Tests that need the servers are skipped, with the reason, when none is configured,
+    none answers on localhost and no Docker engine can start them; with
+    LOJASYNC_REQUIRE_SERVERS=1 (as CI sets) they fail instead.
+    """
+    global _session_broker_url
     broker_url = os.environ.get("LOJASYNC_TEST_BROKER_URL")
     database_server = os.environ.get("LOJASYNC_TEST_DATABASE_SERVER")
     configured = broker_url is not None or database_server is not None
     local = _port_open("127.0.0.1", 5672) and _port_open("127.0.0.1", 5432)
-    if configured or local or not _docker_available():
-        yield broker_url or DEFAULT_BROKER_URL, database_server or DEFAULT_DATABASE_SERVER
+    if configured or local:
+        _session_broker_url = broker_url or DEFAULT_BROKER_URL
+        yield _session_broker_url, database_server or DEFAULT_DATABASE_SERVER
         return
+    if not _docker_available():
+        reason = (
+            "needs RabbitMQ and PostgreSQL: nothing answers on 127.0.0.1:5672 and "
+            "127.0.0.1:5432, LOJASYNC_TEST_BROKER_URL and LOJASYNC_TEST_DATABASE_SERVER are "
+            "not set, and no Docker engine can start them"
+        )
+        if _servers_required():
+            pytest.fail(f"LOJASYNC_REQUIRE_SERVERS is set, but this test {reason}")
+        pytest.skip(reason)
 
     from testcontainers.postgres import PostgresContainer
     from testcontainers.rabbitmq import RabbitMqContainer
@@ -61,7 +97,8 @@ def servers() -> Iterator[tuple[str, str]]:
         host = rabbitmq.get_container_host_ip()
         port = rabbitmq.get_exposed_port(5672)
         server = postgres.get_connection_url().rsplit("/", 1)[0]
-        yield f"amqp://guest:guest@{host}:{port}/", server
+        _session_broker_url = f"amqp://guest:guest@{host}:{port}/"
+        yield _session_broker_url, server
 
 
 @pytest.fixture(scope="session")
@@ -105,14 +142,15 @@ def _broker_objects(kind: str, namespaces: set[str]) -> list[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-async def _delete_test_namespaces(broker_url: str) -> AsyncIterator[None]:
+async def _delete_test_namespaces() -> AsyncIterator[None]:
     """Delete the queues and exchanges of this session's namespaces when it ends.
 
     Only names this session handed out are deleted, so test runs side by side on one
-    broker leave each other alone.
+    broker leave each other alone. Nothing is deleted when no test used the servers.
     """
     yield
-    if not _namespaces_used:
+    broker_url = _session_broker_url
+    if not _namespaces_used or broker_url is None:
         return
     queues = _broker_objects("queues", _namespaces_used)
     exchanges = _broker_objects("exchanges", _namespaces_used)
@@ -145,3 +183,30 @@ async def fresh_database(database_server: str) -> AsyncIterator[DatabaseFactory]
     yield create
     for url in created:
         await drop_database(url)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a scenario test's services keep their queues and databases."""
+
+    mode: str
+    """"servers" (RabbitMQ and PostgreSQL) or "embedded" (SQLite files, in-process broker)."""
+    broker_url: str
+    fresh_database: DatabaseFactory
+
+
+@pytest.fixture(params=["servers", "embedded"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "servers":
+        return Backend(
+            "servers",
+            request.getfixturevalue("broker_url"),
+            request.getfixturevalue("fresh_database"),
+        )
+
+    directory = tmp_path / "embedded"
+
+    async def create(label: str) -> str:
+        return embedded_database_url(f"{label.replace('-', '_')}_{uuid.uuid4().hex[:8]}", directory)
+
+    return Backend("embedded", embedded_broker_url(directory), create)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-import aio_pika
-
+from lojasync.embedded_broker import EmbeddedBroker
 from lojasync.envelope import Envelope
+from lojasync.messaging import Broker
 from lojasync.partitioning import outgoing_event
-from lojasync.topology import PARTITION_HEADER
+from lojasync.persistence import OutgoingEvent
+from lojasync.service import create_broker
 
 T = TypeVar("T")
 
@@ -36,52 +38,44 @@ async def eventually(
 
 
 class Probe:
-    """A test queue bound to the namespace's exchange that collects every event it gets."""
+    """A test queue bound to the namespace's exchange that collects every event it gets.
+
+    It works on RabbitMQ and on the embedded broker alike: the queue is a durable one
+    with a unique name, deleted on exit.
+    """
 
     def __init__(self, broker_url: str, namespace: str, bindings: list[str]) -> None:
         self.broker_url = broker_url
         self.namespace = namespace
         self.bindings = bindings
         self.events: list[tuple[str, Envelope]] = []
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._broker: Broker | EmbeddedBroker | None = None
+        self._consumer = f"probe-{uuid.uuid4().hex[:10]}"
 
     async def __aenter__(self) -> Probe:
-        self._connection = await aio_pika.connect_robust(self.broker_url)
-        channel = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await channel.declare_exchange(
-            self.namespace, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for pattern in self.bindings:
-            await queue.bind(self._exchange, routing_key=pattern)
-
-        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            async with message.process():
-                self.events.append((message.routing_key or "", Envelope.from_bytes(message.body)))
-
-        await queue.consume(collect)
+        self._broker = create_broker(self.broker_url, self.namespace)
+        await self._broker.connect(attempts=3)
+        queue = await self._broker.declare_queue(self._consumer, self.bindings)
+        await queue.consume(self._collect)  # type: ignore[arg-type]
         return self
 
+    async def _collect(self, message: Any) -> None:
+        self.events.append((message.routing_key or "", Envelope.from_bytes(message.body)))
+        await message.ack()
+
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._connection is not None:
-            await self._connection.close()
+        if self._broker is not None:
+            await self._broker.delete_queue(self._consumer)
+            await self._broker.close()
 
     async def publish(self, envelope: Envelope, routing_key: str) -> None:
         """Publish as a service's outbox relay would, partition header included."""
-        assert self._exchange is not None
-        event = outgoing_event(envelope, routing_key)
-        headers = {PARTITION_HEADER: event.partition_key} if event.partition_key else None
-        await self._exchange.publish(
-            aio_pika.Message(
-                event.body, headers=headers, message_id=event.event_id, type=event.event_type
-            ),
-            routing_key=routing_key,
-        )
+        assert self._broker is not None, "Probe.publish needs `async with` first"
+        await self._broker.publish([outgoing_event(envelope, routing_key)])
 
     async def publish_raw(self, body: bytes, routing_key: str) -> None:
-        assert self._exchange is not None
-        await self._exchange.publish(aio_pika.Message(body), routing_key=routing_key)
+        assert self._broker is not None, "Probe.publish_raw needs `async with` first"
+        await self._broker.publish([OutgoingEvent(str(uuid.uuid4()), routing_key, "unknown", body)])
 
     def of_type(self, event_type: str) -> list[tuple[str, Envelope]]:
         return [(key, event) for key, event in self.events if event.type == event_type]
@@ -161,3 +155,32 @@ class LinkProxy:
         finally:
             self._connections.discard(writer)
             writer.transport.abort()
+
+
+class Collector:
+    """A consumer callback that keeps every delivery without settling it.
+
+    Works with aio-pika's messages and the embedded broker's alike.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def __call__(self, message: Any) -> None:
+        self.messages.append(message)
+
+    @property
+    def ids(self) -> list[str | None]:
+        return [message.message_id for message in self.messages]
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
+        await eventually(
+            self._count,
+            until=lambda found: found >= count,
+            timeout=timeout,
+            what=f"{count} messages",
+        )
+        return self.messages
+
+    async def _count(self) -> int:
+        return len(self.messages)

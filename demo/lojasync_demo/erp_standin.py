@@ -30,19 +30,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import BigInteger, Column, DateTime, Identity, Integer, Table, Text, select
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Column, Identity, Integer, Table, Text, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from lojasync.logs import configure_logging
 from lojasync.persistence import (
+    UtcDateTime,
     create_engine,
     create_tables,
     database_ready,
     ensure_database,
+    insert_with_conflict,
+    json_document,
+    serial_id,
     utc_now,
 )
 from lojasync.settings import database_url_for
@@ -93,9 +95,9 @@ class ErpRecord(SQLModel, table=True):
     record_key: str = SQLField(sa_column=Column(Text, primary_key=True))
     revision: int = SQLField(sa_column=Column(Integer, nullable=False))
     deleted: bool = False
-    record: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JSONB))
+    record: dict[str, Any] | None = SQLField(default=None, sa_column=Column(json_document()))
     received_at: datetime = SQLField(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -105,7 +107,7 @@ class ErpReceived(SQLModel, table=True):
     __tablename__ = "erp_received"
 
     id: int | None = SQLField(
-        default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
+        default=None, sa_column=Column(serial_id(), Identity(), primary_key=True)
     )
     event_id: str = SQLField(sa_column=Column(Text, nullable=False))
     entity: str = SQLField(sa_column=Column(Text, nullable=False))
@@ -114,9 +116,9 @@ class ErpReceived(SQLModel, table=True):
     deleted: bool = False
     # False when erp_record already held this or a newer revision.
     applied: bool = False
-    payload: dict[str, Any] = SQLField(sa_column=Column(JSONB, nullable=False))
+    payload: dict[str, Any] = SQLField(sa_column=Column(json_document(), nullable=False))
     received_at: datetime = SQLField(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -185,25 +187,25 @@ class ErpStandin:
     async def receive(self, change: DeliveredChange) -> bool:
         """Store a delivered change; return whether it was newer than the stored revision."""
         now = utc_now()
-        statement = pg_insert(ERP_RECORD).values(
-            entity=change.entity,
-            record_key=change.record_key,
-            revision=change.revision,
-            deleted=change.deleted,
-            record=change.record,
-            received_at=now,
-        )
-        newer_only = statement.on_conflict_do_update(
-            index_elements=[ERP_RECORD.c.entity, ERP_RECORD.c.record_key],
-            set_={
-                "revision": statement.excluded.revision,
-                "deleted": statement.excluded.deleted,
-                "record": statement.excluded.record,
-                "received_at": statement.excluded.received_at,
-            },
-            where=ERP_RECORD.c.revision < statement.excluded.revision,
-        ).returning(ERP_RECORD.c.revision)
         async with self.engine.begin() as connection:
+            statement = insert_with_conflict(connection, ERP_RECORD).values(
+                entity=change.entity,
+                record_key=change.record_key,
+                revision=change.revision,
+                deleted=change.deleted,
+                record=change.record,
+                received_at=now,
+            )
+            newer_only = statement.on_conflict_do_update(
+                index_elements=[ERP_RECORD.c.entity, ERP_RECORD.c.record_key],
+                set_={
+                    "revision": statement.excluded.revision,
+                    "deleted": statement.excluded.deleted,
+                    "record": statement.excluded.record,
+                    "received_at": statement.excluded.received_at,
+                },
+                where=ERP_RECORD.c.revision < statement.excluded.revision,
+            ).returning(ERP_RECORD.c.revision)
             applied = (await connection.execute(newer_only)).first() is not None
             await connection.execute(
                 ERP_RECEIVED.insert().values(

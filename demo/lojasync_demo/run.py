@@ -1,7 +1,9 @@
 """`lojasync demo`: the whole pipeline on real reference data, end to end.
 
-Starts the orchestrator, the ERP gateway, three store registries and the ERP stand-in
-as child processes against the RabbitMQ and PostgreSQL servers, then:
+Starts the orchestrator, the ERP gateway, three store registries and the ERP stand-in,
+either in this process on SQLite files and the embedded broker (embedded mode, when
+neither LOJASYNC_BROKER_URL nor LOJASYNC_DATABASE_SERVER is set) or as child processes
+against the RabbitMQ and PostgreSQL servers, then:
 1. pushes the real reference tables and a generated catalog through the gateway;
 2. creates a customer in loja-1 and follows it to the ERP and the other stores;
 3. tries to edit an ERP-owned product in loja-2 and shows the rejection;
@@ -12,6 +14,7 @@ as child processes against the RabbitMQ and PostgreSQL servers, then:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -27,17 +30,27 @@ from rich.console import Console
 from lojasync.cli import print_report
 from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.i18n import PORTUGUESE
+from lojasync.logs import KeyValueFormatter
 from lojasync.persistence import drop_database, ensure_database
 from lojasync.reference import load_reference_tables
 from lojasync.settings import (
     DEFAULT_BROKER_URL,
     DEFAULT_DATABASE_SERVER,
+    data_dir,
     database_url_for,
     redact_url,
+    servers_configured,
 )
 from lojasync_demo.catalog import REFERENCE_ENTITIES, build_catalog
+from lojasync_demo.embedded import EmbeddedLayout, EmbeddedServices
 from lojasync_demo.erp_standin import push_catalog
-from lojasync_demo.processes import PortInUse, ProcessGroup, ServiceProcess, ensure_ports_free
+from lojasync_demo.processes import (
+    PortInUse,
+    ProcessGroup,
+    ServiceProcess,
+    ensure_ports_free,
+    port_in_use,
+)
 
 STORES = ("loja-1", "loja-2", "loja-3")
 NAMESPACE = "lojasync-demo"
@@ -193,14 +206,22 @@ def _store_url(store_id: str) -> str:
 
 
 async def run_demo(*, products: int, keep_running: bool, language: str) -> int:
-    broker_url = os.environ.get("LOJASYNC_BROKER_URL", DEFAULT_BROKER_URL)
-    server = os.environ.get("LOJASYNC_DATABASE_SERVER", DEFAULT_DATABASE_SERVER)
-    log_dir = Path(os.environ.get("LOJASYNC_DEMO_LOG_DIR", "var/demo"))
-    group = ProcessGroup()
     main_task = asyncio.current_task()
     if main_task is not None:
-        # SIGTERM cancels the demo like Ctrl+C, so the `finally` below stops the services.
+        # SIGTERM cancels the demo like Ctrl+C, so the `finally` blocks stop the services.
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    if servers_configured():
+        return await _run_on_servers(
+            products=products, keep_running=keep_running, language=language
+        )
+    return await _run_embedded(products=products, keep_running=keep_running, language=language)
+
+
+async def _run_on_servers(*, products: int, keep_running: bool, language: str) -> int:
+    broker_url = os.environ.get("LOJASYNC_BROKER_URL") or DEFAULT_BROKER_URL
+    server = os.environ.get("LOJASYNC_DATABASE_SERVER") or DEFAULT_DATABASE_SERVER
+    log_dir = Path(os.environ.get("LOJASYNC_DEMO_LOG_DIR", "var/demo"))
+    group = ProcessGroup()
     try:
         await _check_servers(broker_url, server)
         services = _services(broker_url, server, log_dir)
@@ -213,39 +234,103 @@ async def run_demo(*, products: int, keep_running: bool, language: str) -> int:
                 await group.start(service)
             await group.wait_ready()
         except PortInUse as busy:
-            raise DemoFailed(
-                f"port {busy.port} for {busy.service} is in use; stop what runs there "
-                "(a previous `lojasync demo --keep-running`?) and try again",
-                f"a porta {busy.port} do {busy.service} está em uso; pare o que roda nela "
-                "(um `lojasync demo --keep-running` anterior?) e tente de novo",
-            ) from busy
+            raise _port_in_use(busy) from busy
         except (TimeoutError, RuntimeError) as exc:
-            raise DemoFailed(
-                f"a service did not start: {exc}",
-                f"um serviço não subiu: {exc}",
-            ) from exc
+            raise _not_started(exc) from exc
         _say(
             language,
-            f"Services are up (logs in {log_dir}/).",
-            f"Serviços no ar (logs em {log_dir}/).",
+            f"Server mode: RabbitMQ at {redact_url(broker_url)}, PostgreSQL at "
+            f"{redact_url(server)}. Services are up as separate processes (logs in {log_dir}/).",
+            f"Modo servidores: RabbitMQ em {redact_url(broker_url)}, PostgreSQL em "
+            f"{redact_url(server)}. Serviços no ar em processos separados (logs em {log_dir}/).",
         )
-        async with httpx.AsyncClient(timeout=60.0) as client:
-            await _load_catalog(client, products, language)
-            await _customer_flow(client, language)
-            await _rejected_edit(client, language)
-            await _store_price_table(client, language)
-            report = await compare_stores(f"http://127.0.0.1:{ORCHESTRATOR_PORT}", client=client)
-        print_report(report, language, output=console)
-        if keep_running:
-            _say(
-                language,
-                "Services keep running; press Ctrl+C to stop them.",
-                "Os serviços continuam no ar; Ctrl+C para pará-los.",
-            )
-            await asyncio.Event().wait()
-        return 0 if report.converged else 1
+        return await _scenarios(products=products, keep_running=keep_running, language=language)
     finally:
         await group.stop()
+
+
+async def _run_embedded(*, products: int, keep_running: bool, language: str) -> int:
+    directory = data_dir()
+    log_file = Path(os.environ.get("LOJASYNC_DEMO_LOG_DIR", "var/demo")) / "embedded.log"
+    layout = EmbeddedLayout(
+        directory=directory,
+        namespace=NAMESPACE,
+        store_ids=STORES,
+        orchestrator_port=ORCHESTRATOR_PORT,
+        gateway_port=GATEWAY_PORT,
+        erp_port=ERP_PORT,
+        first_store_port=FIRST_STORE_PORT,
+    )
+    services = EmbeddedServices(layout)
+    ports = {
+        "sync-orchestrator": ORCHESTRATOR_PORT,
+        "erp-gateway": GATEWAY_PORT,
+        "erp-standin": ERP_PORT,
+        **{f"store-registry {store_id}": layout.store_port(store_id) for store_id in STORES},
+    }
+    try:
+        for name, port in ports.items():
+            if port_in_use(port):
+                raise _port_in_use(PortInUse(name, port))
+        _log_to_file(log_file)
+        await services.reset()
+        try:
+            await services.start()
+        except RuntimeError as exc:
+            raise _not_started(exc) from exc
+        _say(
+            language,
+            f"Embedded mode: every service in this process, on SQLite files in {directory}/ "
+            f"and the in-process broker (log in {log_file}). Set LOJASYNC_BROKER_URL and "
+            "LOJASYNC_DATABASE_SERVER to run on RabbitMQ and PostgreSQL instead.",
+            f"Modo embutido: todos os serviços neste processo, em arquivos SQLite em "
+            f"{directory}/ e com o broker em processo (log em {log_file}). Defina "
+            "LOJASYNC_BROKER_URL e LOJASYNC_DATABASE_SERVER para usar RabbitMQ e PostgreSQL.",
+        )
+        return await _scenarios(products=products, keep_running=keep_running, language=language)
+    finally:
+        await services.stop()
+
+
+def _log_to_file(path: Path) -> None:
+    """Send this process's logs to `path`, so the services' lines do not mix with the demo's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _port_in_use(busy: PortInUse) -> DemoFailed:
+    return DemoFailed(
+        f"port {busy.port} for {busy.service} is in use; stop what runs there "
+        "(a previous `lojasync demo --keep-running`?) and try again",
+        f"a porta {busy.port} do {busy.service} está em uso; pare o que roda nela "
+        "(um `lojasync demo --keep-running` anterior?) e tente de novo",
+    )
+
+
+def _not_started(exc: BaseException) -> DemoFailed:
+    return DemoFailed(f"a service did not start: {exc}", f"um serviço não subiu: {exc}")
+
+
+async def _scenarios(*, products: int, keep_running: bool, language: str) -> int:
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        await _load_catalog(client, products, language)
+        await _customer_flow(client, language)
+        await _rejected_edit(client, language)
+        await _store_price_table(client, language)
+        report = await compare_stores(f"http://127.0.0.1:{ORCHESTRATOR_PORT}", client=client)
+    print_report(report, language, output=console)
+    if keep_running:
+        _say(
+            language,
+            "Services keep running; press Ctrl+C to stop them.",
+            "Os serviços continuam no ar; Ctrl+C para pará-los.",
+        )
+        await asyncio.Event().wait()
+    return 0 if report.converged else 1
 
 
 async def _wait_converged(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -15,8 +16,10 @@ from rich.table import Table
 
 from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.dead_letters import list_dead_letters, republish_dead_letters
+from lojasync.embedded_broker import is_embedded_url
+from lojasync.errors import LojasyncError
 from lojasync.i18n import PORTUGUESE, UnknownLanguage, detect_language, message
-from lojasync.settings import DEFAULT_BROKER_URL, redact_url
+from lojasync.settings import default_broker_url, redact_url
 
 T = TypeVar("T")
 
@@ -166,7 +169,14 @@ dead_letters_app = typer.Typer(
 app.add_typer(dead_letters_app, name="dead-letters")
 
 BrokerUrl = Annotated[
-    str, typer.Option("--broker-url", envvar="LOJASYNC_BROKER_URL", help="RabbitMQ URL.")
+    str | None,
+    typer.Option(
+        "--broker-url",
+        envvar="LOJASYNC_BROKER_URL",
+        help="RabbitMQ URL (amqp://...), or sqlite:///FILE for the embedded broker; "
+        "default: the embedded broker in LOJASYNC_DATA_DIR (var/lojasync).",
+        show_default=False,
+    ),
 ]
 Namespace = Annotated[
     str,
@@ -176,7 +186,7 @@ Namespace = Annotated[
 
 @dead_letters_app.command("list")
 def list_dead_letters_command(
-    broker_url: BrokerUrl = DEFAULT_BROKER_URL,
+    broker_url: BrokerUrl = None,
     namespace: Namespace = "lojasync",
     limit: Annotated[int, typer.Option(help="Maximum number of messages to show.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
@@ -184,6 +194,7 @@ def list_dead_letters_command(
 ) -> None:
     """Show the messages in the dead-letter queue with the reason; they stay in the queue."""
     language = detect_language(lang)
+    broker_url = broker_url or default_broker_url()
     letters = _run_broker_command(
         list_dead_letters(broker_url, namespace, limit=limit), broker_url, language
     )
@@ -209,7 +220,7 @@ def republish_dead_letters_command(
     all_messages: Annotated[
         bool, typer.Option("--all", help="Send every dead letter back to its queue.")
     ] = False,
-    broker_url: BrokerUrl = DEFAULT_BROKER_URL,
+    broker_url: BrokerUrl = None,
     namespace: Namespace = "lojasync",
     lang: Language = None,
 ) -> None:
@@ -219,6 +230,7 @@ def republish_dead_letters_command(
         console.print(message("dead_letters.choose", language), style="red")
         raise typer.Exit(2)
     chosen = None if all_messages else set(message_ids or [])
+    broker_url = broker_url or default_broker_url()
     result = _run_broker_command(
         republish_dead_letters(broker_url, namespace, chosen), broker_url, language
     )
@@ -229,12 +241,12 @@ def republish_dead_letters_command(
 
 
 def _run_broker_command(coroutine: Coroutine[Any, Any, T], broker_url: str, language: str) -> T:
+    embedded = is_embedded_url(broker_url)
     try:
         return asyncio.run(coroutine)
-    except (OSError, aio_pika.exceptions.AMQPError) as exc:
-        console.print(
-            message("error.broker", language, url=redact_url(broker_url), error=exc), style="red"
-        )
+    except (OSError, sqlite3.Error, LojasyncError, aio_pika.exceptions.AMQPError) as exc:
+        key = "error.embedded_broker" if embedded else "error.broker"
+        console.print(message(key, language, url=redact_url(broker_url), error=exc), style="red")
         raise typer.Exit(2) from exc
 
 

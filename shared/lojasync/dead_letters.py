@@ -6,18 +6,32 @@ takes the messages without acknowledging them and returns them to the queue afte
 so it changes nothing. Re-publishing sends a message to its original queue through the
 default exchange (so it reaches that consumer only), waits for the broker's confirm, and
 only then removes it from the dead letters.
+
+With an embedded broker URL (`sqlite:///path`) the same functions read the broker file:
+listing reads the rows of the dead-letter queue, and re-publishing moves each chosen row
+to the tail of its original queue in one SQLite transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from lojasync.embedded_broker import (
+    StoredMessage,
+    acquire_hub,
+    is_embedded_url,
+    path_from_url,
+    release_hub,
+)
 from lojasync.messaging import QUEUE_HEADER, REASON_HEADER
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,7 @@ class RepublishResult:
     not_found: list[str]
 
 
-def _dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
+def _dead_letter(message: AbstractIncomingMessage | StoredMessage) -> DeadLetter:
     headers = message.headers or {}
     return DeadLetter(
         message_id=message.message_id or "",
@@ -75,6 +89,8 @@ async def list_dead_letters(
     broker_url: str, namespace: str, *, limit: int = 1000
 ) -> list[DeadLetter]:
     """Return up to `limit` dead letters, oldest first, leaving them in the queue."""
+    if is_embedded_url(broker_url):
+        return await _list_embedded(broker_url, namespace, limit)
     connection = await aio_pika.connect(broker_url)
     async with connection:
         channel = await connection.channel()
@@ -93,6 +109,8 @@ async def republish_dead_letters(
     limit: int = 100_000,
 ) -> RepublishResult:
     """Send the dead letters with `message_ids` (all when None) back to their queues."""
+    if is_embedded_url(broker_url):
+        return await _republish_embedded(broker_url, namespace, message_ids, limit)
     connection = await aio_pika.connect(broker_url)
     republished: list[str] = []
     async with connection:
@@ -104,11 +122,7 @@ async def republish_dead_letters(
             if not chosen or not letter.queue:
                 await message.nack(requeue=True)
                 continue
-            headers = {
-                name: value
-                for name, value in (message.headers or {}).items()
-                if name not in (REASON_HEADER, QUEUE_HEADER)
-            }
+            headers = _original_headers(message.headers or {})
             copy = aio_pika.Message(
                 message.body,
                 headers=headers,
@@ -120,5 +134,44 @@ async def republish_dead_letters(
             await channel.default_exchange.publish(copy, routing_key=letter.queue, mandatory=True)
             await message.ack()
             republished.append(letter.message_id)
+    wanted = set(message_ids) if message_ids is not None else set()
+    return RepublishResult(republished, sorted(wanted - set(republished)))
+
+
+def _original_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a dead letter's headers without the ones dead-lettering added."""
+    return {
+        name: value for name, value in headers.items() if name not in (REASON_HEADER, QUEUE_HEADER)
+    }
+
+
+async def _list_embedded(broker_url: str, namespace: str, limit: int) -> list[DeadLetter]:
+    hub = acquire_hub(path_from_url(broker_url), create=False)
+    try:
+        return [_dead_letter(stored) for stored in hub.peek(f"{namespace}.dead-letters", limit)]
+    finally:
+        await release_hub(hub)
+
+
+async def _republish_embedded(
+    broker_url: str, namespace: str, message_ids: Collection[str] | None, limit: int
+) -> RepublishResult:
+    republished: list[str] = []
+    hub = acquire_hub(path_from_url(broker_url), create=False)
+    try:
+        for stored in hub.peek(f"{namespace}.dead-letters", limit):
+            letter = _dead_letter(stored)
+            chosen = message_ids is None or letter.message_id in message_ids
+            if not chosen or not letter.queue:
+                continue
+            if hub.move(stored, letter.queue, _original_headers(stored.headers)):
+                republished.append(letter.message_id)
+            else:
+                logger.warning(
+                    "dead letter left in place: its queue is not declared in the broker file",
+                    extra={"message_id": letter.message_id, "queue": letter.queue},
+                )
+    finally:
+        await release_hub(hub)
     wanted = set(message_ids) if message_ids is not None else set()
     return RepublishResult(republished, sorted(wanted - set(republished)))

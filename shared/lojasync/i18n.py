@@ -65,6 +65,13 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "não foi possível conectar ao RabbitMQ em {url}: {error}; inicie-o ou defina "
         "--broker-url (LOJASYNC_BROKER_URL)",
     ),
+    "error.embedded_broker": (
+        "cannot open the embedded broker file of {url}: {error}; run `lojasync demo` to "
+        "create it, or set --broker-url (LOJASYNC_BROKER_URL) to a RabbitMQ URL",
+        "não foi possível abrir o arquivo do broker embutido de {url}: {error}; rode "
+        "`lojasync demo` para criá-lo, ou defina --broker-url (LOJASYNC_BROKER_URL) com uma "
+        "URL do RabbitMQ",
+    ),
     "error.orchestrator": (
         "cannot read the status from the orchestrator at {url}: {error}; check that it runs "
         "and that --orchestrator-url is right",

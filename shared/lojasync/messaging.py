@@ -85,20 +85,10 @@ def is_transient(error: BaseException) -> bool:
     return is_transient_database_error(error)
 
 
-@dataclass
-class Broker:
-    """One robust connection to RabbitMQ, with the namespace's exchanges declared."""
+class NamespaceNames:
+    """Names of a namespace's exchanges and queues, the same on every broker."""
 
-    url: str
     namespace: str
-    prefetch: int = 1000
-    partitions: int = 4
-    connection: AbstractRobustConnection | None = None
-    _publish_channel: AbstractChannel | None = None
-    _exchange: AbstractExchange | None = None
-    _dead_letter_exchange: AbstractExchange | None = None
-    _consumers: list[BatchConsumer] = field(default_factory=list)
-    _declared_stores: set[str] = field(default_factory=set)
 
     @property
     def exchange_name(self) -> str:
@@ -112,8 +102,42 @@ class Broker:
     def dead_letter_queue_name(self) -> str:
         return f"{self.namespace}.dead-letters"
 
+    @property
+    def changes_exchange_name(self) -> str:
+        return f"{self.namespace}.{CHANGES_EXCHANGE_SUFFIX}"
+
     def queue_name(self, consumer: str) -> str:
         return f"{self.namespace}.{consumer}"
+
+
+def log_dead_lettered(
+    message_id: str | None, routing_key: str | None, queue: str, reason: str
+) -> None:
+    logger.error(
+        "message dead-lettered",
+        extra={
+            "message_id": message_id,
+            "routing_key": routing_key,
+            "queue": queue,
+            "reason": reason,
+        },
+    )
+
+
+@dataclass
+class Broker(NamespaceNames):
+    """One robust connection to RabbitMQ, with the namespace's exchanges declared."""
+
+    url: str
+    namespace: str
+    prefetch: int = 1000
+    partitions: int = 4
+    connection: AbstractRobustConnection | None = None
+    _publish_channel: AbstractChannel | None = None
+    _exchange: AbstractExchange | None = None
+    _dead_letter_exchange: AbstractExchange | None = None
+    _consumers: list[BatchConsumer] = field(default_factory=list)
+    _declared_stores: set[str] = field(default_factory=set)
 
     async def connect(self, *, attempts: int = 30, delay: float = 1.0) -> None:
         """Connect, retrying while the broker is not up yet, then declare the exchanges."""
@@ -148,10 +172,6 @@ class Broker:
         await self._declare_orchestrator_input()
         await self.declare_queue(ERP_GATEWAY_QUEUE.consumer, ERP_GATEWAY_QUEUE.bindings)
         self._publish_channel.return_callbacks.add(self._log_unroutable)
-
-    @property
-    def changes_exchange_name(self) -> str:
-        return f"{self.namespace}.{CHANGES_EXCHANGE_SUFFIX}"
 
     async def _declare_orchestrator_input(self) -> None:
         """Declare the consistent-hash exchange and the orchestrator's partition queues."""
@@ -223,6 +243,18 @@ class Broker:
             await queue.bind(self.exchange_name, routing_key=pattern)
         return queue
 
+    async def delete_queue(self, consumer: str) -> None:
+        """Delete `consumer`'s queue with its bindings and messages."""
+        async with await self._require_connection().channel() as channel:
+            await channel.queue_delete(self.queue_name(consumer))
+
+    async def queue_depth(self, consumer: str) -> int:
+        """Count the messages in `consumer`'s queue ready for delivery, not the unacked ones."""
+        # A passive declare of a missing queue closes its channel, so it gets its own.
+        async with await self._require_connection().channel() as channel:
+            queue = await channel.declare_queue(self.queue_name(consumer), passive=True)
+            return queue.declaration_result.message_count or 0
+
     async def publish(self, events: Sequence[OutgoingEvent]) -> None:
         """Publish persistent messages in order and wait until the broker confirmed all.
 
@@ -273,15 +305,7 @@ class Broker:
         )
         await exchange.publish(copy, routing_key=message.routing_key or "")
         await message.ack()
-        logger.error(
-            "message dead-lettered",
-            extra={
-                "message_id": message.message_id,
-                "routing_key": message.routing_key,
-                "queue": queue,
-                "reason": reason,
-            },
-        )
+        log_dead_lettered(message.message_id, message.routing_key, queue, reason)
 
     async def consume(
         self,

@@ -4,9 +4,10 @@ Rows are read in id order, published with publisher confirms, and deleted only a
 the broker confirmed every message of the round. A crash between publish and delete
 publishes those rows again on restart; consumers skip them through their inbox.
 
-One relay per database publishes at a time: the relay holds a PostgreSQL session-level
-advisory lock on a dedicated connection, so a second instance of the same service waits
-as a standby instead of publishing the same rows out of order.
+One relay per database publishes at a time: on PostgreSQL the relay holds a
+session-level advisory lock on a dedicated connection, so a second instance of the same
+service waits as a standby instead of publishing the same rows out of order. A SQLite
+database belongs to one process, which runs one relay, so no lock is taken there.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lojasync.messaging import MessageBus, is_transient
-from lojasync.persistence import OUTBOX, OutgoingEvent
+from lojasync.persistence import OUTBOX, OutgoingEvent, is_sqlite_url
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class OutboxRelay:
         attempt = 0
         while True:
             try:
+                if is_sqlite_url(self._engine.url):
+                    attempt = 0
+                    await self._relay_forever(None)
                 async with self._engine.connect() as lock_connection:
                     try:
                         await self._hold_lock(lock_connection, lock_id)
@@ -109,7 +113,7 @@ class OutboxRelay:
                 return
             await asyncio.sleep(self._poll_seconds * 4)
 
-    async def _relay_forever(self, lock_connection: AsyncConnection) -> None:
+    async def _relay_forever(self, lock_connection: AsyncConnection | None) -> None:
         while True:
             published = await self.relay_once()
             if published < self._batch_size:
@@ -118,8 +122,9 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
                 except TimeoutError:
                     # The lock connection must stay alive for the lock to hold.
-                    await lock_connection.execute(text("SELECT 1"))
-                    await lock_connection.commit()
+                    if lock_connection is not None:
+                        await lock_connection.execute(text("SELECT 1"))
+                        await lock_connection.commit()
 
     async def relay_once(self) -> int:
         """Publish one round of outbox rows; return how many were published."""

@@ -1,33 +1,116 @@
-"""Database helpers shared by the services: engines, the inbox and the outbox tables.
+"""Database helpers shared by the services: engines, column types, inbox and outbox.
 
-Every service owns one PostgreSQL database. A consumer writes the ids of the events it
-handled into `inbox` in the same transaction as their effect, so a redelivered event is
-recognized and skipped. A service writes the events it must publish into `outbox` in the
-same transaction as the state change that caused them; `lojasync.outbox` publishes them.
+Every service owns one database: PostgreSQL (asyncpg) on servers, or a SQLite file
+(aiosqlite) in embedded mode. A consumer writes the ids of the events it handled into
+`inbox` in the same transaction as their effect, so a redelivered event is recognized
+and skipped. A service writes the events it must publish into `outbox` in the same
+transaction as the state change that caused them; `lojasync.outbox` publishes them.
+
+The column types below map to native PostgreSQL types (JSONB, TEXT[], BIGINT, collation
+"C") and to their SQLite equivalents, so one set of SQLModel tables serves both.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import asyncpg
-from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, Table, Text, text
-from sqlalchemy.dialects.postgresql import Insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Integer,
+    LargeBinary,
+    Table,
+    Text,
+    event,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
 logger = logging.getLogger(__name__)
 
 
+POSTGRESQL = "postgresql"
+SQLITE = "sqlite"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def json_document(*, none_as_null: bool = False) -> TypeEngine[Any]:
+    """A JSON document column: JSONB on PostgreSQL, JSON text on SQLite."""
+    return JSON(none_as_null=none_as_null).with_variant(
+        postgresql.JSONB(none_as_null=none_as_null), POSTGRESQL
+    )
+
+
+def byte_ordered_text() -> TypeEngine[str]:
+    """A text column compared and sorted by bytes, so keyset pages and digests agree.
+
+    PostgreSQL needs the "C" collation for that; SQLite's default BINARY collation
+    already compares UTF-8 bytes.
+    """
+    return Text().with_variant(Text(collation="C"), POSTGRESQL)
+
+
+def serial_id() -> TypeEngine[int]:
+    """An auto-incremented primary key: BIGINT on PostgreSQL, the rowid on SQLite.
+
+    SQLite assigns ids only to a column declared exactly INTEGER PRIMARY KEY.
+    """
+    return BigInteger().with_variant(Integer(), SQLITE)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware, in UTC.
+
+    PostgreSQL stores `timestamptz`; SQLite keeps no zone, so values are stored in UTC
+    and read back with UTC attached.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given; pass a timezone-aware value")
+        return value if dialect.name == POSTGRESQL else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+class TextList(TypeDecorator[list[str]]):
+    """A list of strings: TEXT[] on PostgreSQL, a JSON array on SQLite."""
+
+    impl = JSON()
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == POSTGRESQL:
+            return dialect.type_descriptor(postgresql.ARRAY(Text()))
+        return dialect.type_descriptor(JSON())
 
 
 class Inbox(SQLModel, table=True):
@@ -37,7 +120,7 @@ class Inbox(SQLModel, table=True):
 
     event_id: str = Field(primary_key=True, max_length=64)
     received_at: datetime = Field(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -46,14 +129,14 @@ class Outbox(SQLModel, table=True):
 
     __tablename__ = "outbox"
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    id: int | None = Field(default=None, sa_column=Column(serial_id(), primary_key=True))
     event_id: str = Field(max_length=64, unique=True)
     routing_key: str = Field(sa_column=Column(Text, nullable=False))
     event_type: str = Field(sa_column=Column(Text, nullable=False))
     partition_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -76,12 +159,60 @@ class OutgoingEvent:
 OUTBOX_WRITTEN = "lojasync_outbox_written"
 
 
+def is_sqlite_url(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == SQLITE
+
+
+def dialect_of(connection: AsyncConnection) -> str:
+    return connection.dialect.name
+
+
 def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True)
+    """Create the engine of a service's database.
+
+    A SQLite database gets a pool of one connection: the process's transactions on it
+    queue in the pool instead of failing with "database is locked", so SQLite needs no
+    row or advisory locks. A transaction must therefore never open a second connection
+    to the same database while it holds the first.
+    """
+    if not is_sqlite_url(url):
+        return create_async_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True)
+    engine = create_async_engine(
+        url, pool_size=1, max_overflow=0, pool_timeout=120, connect_args={"timeout": 30}
+    )
+    event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection: Any, connection_record: object) -> None:
+    # WAL lets another process (the CLI) read while the service writes; NORMAL
+    # synchronous mode in WAL loses no committed transaction when the process crashes.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+    finally:
+        cursor.close()
+
+
+def sqlite_path(url: str | URL) -> Path:
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        raise ValueError(
+            f"SQLite URL {url!s} names no file; use sqlite+aiosqlite:///path/to/file.db"
+        )
+    return Path(database)
 
 
 async def ensure_database(url: str) -> None:
-    """Create the database named in `url` when it does not exist yet."""
+    """Create the database named in `url` when it does not exist yet.
+
+    For SQLite this creates the file's directory; the file appears on first connect.
+    """
+    if is_sqlite_url(url):
+        sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
+        return
     parsed = make_url(url)
     database = parsed.database
     if not database:
@@ -103,6 +234,11 @@ async def ensure_database(url: str) -> None:
 
 
 async def drop_database(url: str) -> None:
+    if is_sqlite_url(url):
+        path = sqlite_path(url)
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        return
     parsed = make_url(url)
     admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(
         hide_password=False
@@ -127,6 +263,8 @@ _INBOX_INSERT = text(
     "SELECT unnest(CAST(:event_ids AS TEXT[])), now() "
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
+# SQLite allows 32,766 bound parameters per statement (since 3.32).
+_SQLITE_MAX_PARAMETERS = 32_766
 
 
 async def record_inbox(connection: AsyncConnection, event_ids: Iterable[str]) -> set[str]:
@@ -137,26 +275,96 @@ async def record_inbox(connection: AsyncConnection, event_ids: Iterable[str]) ->
     ids = list(event_ids)
     if not ids:
         return set()
-    result = await connection.execute(_INBOX_INSERT, {"event_ids": ids})
-    return {row[0] for row in result}
+    if dialect_of(connection) == POSTGRESQL:
+        result = await connection.execute(_INBOX_INSERT, {"event_ids": ids})
+        return {row[0] for row in result}
+    now = utc_now()
+    return await insert_new_rows(
+        connection,
+        INBOX,
+        [{"event_id": event_id, "received_at": now} for event_id in ids],
+        key_column="event_id",
+    )
 
 
-def upsert_statement(
-    table: Table, key_columns: Sequence[str], update_columns: Sequence[str] | None = None
-) -> Insert:
-    """Build `INSERT ... ON CONFLICT` for `table`, to run with many rows of parameters.
+async def insert_new_rows(
+    connection: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], *, key_column: str
+) -> set[Any]:
+    """Insert `rows`, skipping keys already present; return the keys that were inserted.
+
+    Runs multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING statements, as many as
+    SQLite's limit of bound parameters requires.
+    """
+    if not rows:
+        return set()
+    per_statement = max(1, _SQLITE_MAX_PARAMETERS // len(rows[0]))
+    inserted: set[Any] = set()
+    for start in range(0, len(rows), per_statement):
+        statement = (
+            insert_with_conflict(connection, table)
+            .values(list(rows[start : start + per_statement]))
+            .on_conflict_do_nothing(index_elements=[key_column])
+            .returning(table.c[key_column])
+        )
+        inserted.update(row[0] for row in await connection.execute(statement))
+    return inserted
+
+
+def insert_with_conflict(
+    connection: AsyncConnection, table: Table
+) -> postgresql.Insert | sqlite.Insert:
+    """Return an INSERT of the connection's dialect, which has `on_conflict_do_*`."""
+    if dialect_of(connection) == POSTGRESQL:
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+class Upsert:
+    """`INSERT ... ON CONFLICT` for a table, built once per SQL dialect.
 
     With `update_columns` a conflicting row takes those columns from the new row; without
-    them it is left as it is. Build it once and pass a list of row dicts to execute, so the
-    statement is compiled and prepared once and asyncpg sends the rows in one pipeline.
+    them it is left as it is. Pass a list of row dicts to execute, so the statement is
+    compiled and prepared once and asyncpg sends the rows in one pipeline.
     """
-    statement = pg_insert(table)
-    if not update_columns:
-        return statement.on_conflict_do_nothing(index_elements=list(key_columns))
-    return statement.on_conflict_do_update(
-        index_elements=list(key_columns),
-        set_={name: statement.excluded[name] for name in update_columns},
-    )
+
+    def __init__(
+        self, table: Table, key_columns: Sequence[str], update_columns: Sequence[str] = ()
+    ) -> None:
+        self.table = table
+        self.key_columns = list(key_columns)
+        self.update_columns = list(update_columns)
+        self._statements: dict[str, Insert] = {}
+
+    def statement_for(self, connection: AsyncConnection) -> Insert:
+        dialect = dialect_of(connection)
+        statement = self._statements.get(dialect)
+        if statement is None:
+            statement = self._build(dialect)
+            self._statements[dialect] = statement
+        return statement
+
+    def _build(self, dialect: str) -> Insert:
+        if dialect == POSTGRESQL:
+            pg_statement = postgresql.insert(self.table)
+            if not self.update_columns:
+                return pg_statement.on_conflict_do_nothing(index_elements=self.key_columns)
+            return pg_statement.on_conflict_do_update(
+                index_elements=self.key_columns,
+                set_={name: pg_statement.excluded[name] for name in self.update_columns},
+            )
+        if dialect == SQLITE:
+            lite_statement = sqlite.insert(self.table)
+            if not self.update_columns:
+                return lite_statement.on_conflict_do_nothing(index_elements=self.key_columns)
+            return lite_statement.on_conflict_do_update(
+                index_elements=self.key_columns,
+                set_={name: lite_statement.excluded[name] for name in self.update_columns},
+            )
+        raise ValueError(f"unsupported database dialect {dialect!r}; use PostgreSQL or SQLite")
+
+    async def execute(self, connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await connection.execute(self.statement_for(connection), list(rows))
 
 
 async def add_outbox(connection: AsyncConnection, events: Sequence[OutgoingEvent]) -> None:
@@ -197,6 +405,8 @@ def is_transient_database_error(error: BaseException) -> bool:
     if isinstance(cause, OSError | ConnectionError | asyncpg.exceptions.PostgresConnectionError):
         return True
     if isinstance(cause, asyncpg.exceptions.InterfaceError):
+        return True
+    if isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause):
         return True
     sqlstate = getattr(cause, "sqlstate", None) or getattr(
         getattr(cause, "__cause__", None), "sqlstate", None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lojasync.embedded_broker import EmbeddedBroker, is_embedded_url
 from lojasync.errors import BrokerUnavailable
 from lojasync.messaging import BatchConsumer, BatchHandler, Broker
 from lojasync.outbox import OutboxRelay
@@ -26,6 +27,15 @@ from lojasync.persistence import (
 from lojasync.settings import CommonSettings
 
 logger = logging.getLogger(__name__)
+
+
+def create_broker(
+    url: str, namespace: str, *, prefetch: int = 1000, partitions: int = 4
+) -> Broker | EmbeddedBroker:
+    """The RabbitMQ broker at `url`, or the embedded one for a `sqlite:` URL."""
+    if is_embedded_url(url):
+        return EmbeddedBroker(url, namespace, prefetch=prefetch, partitions=partitions)
+    return Broker(url, namespace, prefetch=prefetch, partitions=partitions)
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ class ServiceRuntime:
         self.database_url = database_url
         self.settings = settings
         self.engine: AsyncEngine = create_engine(database_url)
-        self.broker = Broker(
+        self.broker = create_broker(
             settings.broker_url,
             settings.namespace,
             prefetch=settings.prefetch,

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+# Embedded mode keeps the broker's queues and every service's database in SQLite files
+# under this directory, relative to the working directory unless LOJASYNC_DATA_DIR is set.
+DEFAULT_DATA_DIR = "var/lojasync"
+EMBEDDED_BROKER_SCHEME = "sqlite"
 
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
@@ -53,3 +60,29 @@ def redact_url(url: str) -> str:
 
 def database_url_for(database: str, server: str = DEFAULT_DATABASE_SERVER) -> str:
     return f"{server.rstrip('/')}/{database}"
+
+
+def servers_configured(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the environment names a broker or a database server.
+
+    Either one switches `lojasync demo` and the CLI from embedded mode (SQLite files and
+    the in-process broker) to the RabbitMQ and PostgreSQL servers.
+    """
+    return bool(environ.get("LOJASYNC_BROKER_URL") or environ.get("LOJASYNC_DATABASE_SERVER"))
+
+
+def data_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("LOJASYNC_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def embedded_broker_url(directory: Path) -> str:
+    return f"{EMBEDDED_BROKER_SCHEME}:///{directory / 'broker.sqlite3'}"
+
+
+def embedded_database_url(database: str, directory: Path) -> str:
+    return f"sqlite+aiosqlite:///{directory / f'{database}.sqlite3'}"
+
+
+def default_broker_url(environ: Mapping[str, str] = os.environ) -> str:
+    """LOJASYNC_BROKER_URL, or the embedded broker's file when it is not set."""
+    return environ.get("LOJASYNC_BROKER_URL") or embedded_broker_url(data_dir(environ))

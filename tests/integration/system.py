@@ -1,30 +1,37 @@
-"""Every service together, in one process, against the real RabbitMQ and PostgreSQL.
+"""Every service together, in one process, on the servers or in embedded mode.
 
 The orchestrator, the ERP gateway with the ERP stand-in behind it, and three store
 registries run as ASGI apps in the test's event loop. HTTP between them goes through
 httpx's ASGI transport, and every event goes through the broker. A store registry can
 be stopped and started again on its own database, as a restarted process would be.
+The broker URL and the databases decide the mode: RabbitMQ and PostgreSQL, or the
+embedded broker and SQLite files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aio_pika
 import httpx
 from fastapi import FastAPI
 
 from erp_gateway.app import create_app as create_gateway_app
 from erp_gateway.settings import GatewaySettings
 from lojasync.convergence import ConvergenceReport, compare_stores
-from lojasync.envelope import Envelope
+from lojasync.embedded_broker import EmbeddedBroker
+from lojasync.envelope import CONTENT_TYPE, Envelope
+from lojasync.messaging import Broker
+from lojasync.persistence import OutgoingEvent
 from lojasync.policy import BUNDLED_POLICY
+from lojasync.service import create_broker
+from lojasync.topology import PARTITION_HEADER
 from lojasync_demo.erp_standin import ErpStandin, ErpStandinSettings, push_catalog
 from lojasync_demo.erp_standin import create_app as create_standin_app
 from store_registry.app import create_app as create_store_app
@@ -330,10 +337,11 @@ class TappedMessage:
 
 
 class EventTap:
-    """A private queue on the namespace's exchange that copies every message it matches.
+    """A queue on the namespace's exchange that copies every message it matches.
 
-    `republish` sends a copied message again with the same routing key, headers and AMQP
-    properties, as a broker redelivery or a publisher retry would.
+    `republish` sends a copied message again with the same routing key, id, type and
+    partition header, as a broker redelivery or a publisher retry would. It works on
+    RabbitMQ and on the embedded broker alike.
     """
 
     def __init__(self, broker_url: str, namespace: str, bindings: list[str]) -> None:
@@ -341,37 +349,33 @@ class EventTap:
         self.namespace = namespace
         self.bindings = bindings
         self.messages: list[TappedMessage] = []
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._broker: Broker | EmbeddedBroker | None = None
+        self._consumer = f"tap-{uuid.uuid4().hex[:10]}"
 
     async def __aenter__(self) -> EventTap:
-        self._connection = await aio_pika.connect_robust(self.broker_url)
-        channel = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await channel.declare_exchange(
-            self.namespace, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for pattern in self.bindings:
-            await queue.bind(self._exchange, routing_key=pattern)
-        await queue.consume(self._copy)
+        self._broker = create_broker(self.broker_url, self.namespace)
+        await self._broker.connect(attempts=3)
+        queue = await self._broker.declare_queue(self._consumer, self.bindings)
+        await queue.consume(self._copy)  # type: ignore[arg-type]
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._connection is not None:
-            await self._connection.close()
+        if self._broker is not None:
+            await self._broker.delete_queue(self._consumer)
+            await self._broker.close()
 
-    async def _copy(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        async with message.process():
-            self.messages.append(
-                TappedMessage(
-                    routing_key=message.routing_key or "",
-                    body=message.body,
-                    headers=dict(message.headers or {}),
-                    message_id=message.message_id,
-                    message_type=message.type,
-                    content_type=message.content_type,
-                )
+    async def _copy(self, message: Any) -> None:
+        self.messages.append(
+            TappedMessage(
+                routing_key=message.routing_key or "",
+                body=message.body,
+                headers=dict(message.headers or {}),
+                message_id=message.message_id,
+                message_type=message.type,
+                content_type=message.content_type,
             )
+        )
+        await message.ack()
 
     def of_record(self, event_type: str, entity: str, key: str) -> list[TappedMessage]:
         """Return the copied events of one type about one record, in arrival order."""
@@ -404,19 +408,22 @@ class EventTap:
         headers: Mapping[str, Any],
         message_id: str | None,
         message_type: str | None,
-        content_type: str | None,
+        content_type: str | None = CONTENT_TYPE,
     ) -> None:
-        assert self._exchange is not None, "EventTap.publish_body needs `async with` first"
-        await self._exchange.publish(
-            aio_pika.Message(
-                body,
-                headers=dict(headers),
-                message_id=message_id,
-                type=message_type,
-                content_type=content_type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=routing_key,
+        """Publish `body` as the services do: persistent, with the partition header kept."""
+        assert self._broker is not None, "EventTap.publish_body needs `async with` first"
+        assert content_type == CONTENT_TYPE, f"services publish {CONTENT_TYPE}, not {content_type}"
+        partition_key = headers.get(PARTITION_HEADER)
+        await self._broker.publish(
+            [
+                OutgoingEvent(
+                    event_id=message_id or str(uuid.uuid4()),
+                    routing_key=routing_key,
+                    event_type=message_type or "",
+                    body=body,
+                    partition_key=str(partition_key) if partition_key is not None else None,
+                )
+            ]
         )
 
 

@@ -4,7 +4,8 @@ Two stores and the ERP change one customer at the same moment. The outcome must 
 the policy: on one field the ERP wins over the stores, and the newest store edit wins
 between stores, while edits of different fields merge. Every store and the ERP must end
 with the orchestrator's record. The ERP's copy is the newer of its own last push and
-the last revision delivered to it (see `ErpLedger`).
+the last revision delivered to it (see `ErpLedger`). Each test runs on the servers and
+in embedded mode (see the `backend` fixture).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 from lojasync.convergence import ConvergenceReport
 from lojasync.envelope import ALL_STORES_TARGET, RECORD_RESOLVED, resolved_key, store_target
-from tests.conftest import DatabaseFactory
+from tests.conftest import Backend
 from tests.integration.system import (
     STORES,
     VALID_CPF,
@@ -43,10 +44,10 @@ Record = dict[str, Any]
 
 
 @pytest.fixture
-async def system(
-    broker_url: str, namespace: str, fresh_database: DatabaseFactory, tmp_path: Path
-) -> AsyncIterator[System]:
-    async with running_system(broker_url, namespace, fresh_database, tmp_path) as running:
+async def system(backend: Backend, namespace: str, tmp_path: Path) -> AsyncIterator[System]:
+    async with running_system(
+        backend.broker_url, namespace, backend.fresh_database, tmp_path
+    ) as running:
         yield running
 
 

@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 
 from lojasync.convergence import ConvergenceReport
 from lojasync.envelope import RECORD_CHANGED
-from tests.conftest import DatabaseFactory
+from tests.conftest import Backend
 from tests.integration.system import (
     OUTDATED_POLICY_STORE,
     STORES,
@@ -740,11 +740,13 @@ class Services:
 
 
 @pytest.fixture
-async def services(
-    broker_url: str, namespace: str, fresh_database: DatabaseFactory, tmp_path: Path
-) -> AsyncIterator[Services]:
-    """Start the services with the price table every example's prices belong to."""
-    async with running_system(broker_url, namespace, fresh_database, tmp_path) as system:
+async def services(backend: Backend, namespace: str, tmp_path: Path) -> AsyncIterator[Services]:
+    """Start the services with the price table every example's prices belong to.
+
+    Runs on the servers and in embedded mode (see the `backend` fixture).
+    """
+    broker_url = backend.broker_url
+    async with running_system(broker_url, namespace, backend.fresh_database, tmp_path) as system:
         async with EventTap(broker_url, namespace, ["changed.#"]) as tap:
             table = {"code": PRICE_TABLE, "description": "Todas as lojas", "stores": []}
             await system.push([("price_table", table)])

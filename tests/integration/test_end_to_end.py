@@ -1,6 +1,8 @@
-"""End-to-end flows across every service, against the real RabbitMQ and PostgreSQL.
+"""End-to-end flows across every service, on the servers and in embedded mode.
 
-The services run in the test's event loop, started by `tests.integration.system`.
+The services run in the test's event loop, started by `tests.integration.system`. Each
+test runs twice (see the `backend` fixture): against the real RabbitMQ and PostgreSQL,
+and on SQLite files with the in-process broker.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from lojasync.envelope import RECORD_CHANGED, Envelope
-from tests.conftest import DatabaseFactory
+from tests.conftest import Backend
 from tests.integration.system import (
     ERP,
     GATEWAY,
@@ -31,10 +33,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def system(
-    broker_url: str, namespace: str, fresh_database: DatabaseFactory, tmp_path: Path
-) -> AsyncIterator[System]:
-    async with running_system(broker_url, namespace, fresh_database, tmp_path) as running:
+async def system(backend: Backend, namespace: str, tmp_path: Path) -> AsyncIterator[System]:
+    async with running_system(
+        backend.broker_url, namespace, backend.fresh_database, tmp_path
+    ) as running:
         yield running
 
 

@@ -1,7 +1,7 @@
-"""SQL of the gateway: change ids, deliveries and rejections in PostgreSQL.
+"""SQL of the gateway: change ids, deliveries and rejections, on PostgreSQL or SQLite.
 
-Bulk writes take one statement per table (`unnest` of arrays, or one multi-row VALUES)
-so that a push of 10,000 records costs a handful of round trips.
+Bulk writes take one statement per table (`unnest` of arrays on PostgreSQL, multi-row
+VALUES on SQLite) so that a push of 10,000 records costs a handful of round trips.
 """
 
 from __future__ import annotations
@@ -11,15 +11,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, any_, bindparam, func, select, text, update
+from sqlalchemy import BigInteger, Integer, Row, Table, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.selectable import TextualSelect
 from sqlalchemy.types import Text
 
 from erp_gateway.tables import ERP_CHANGE, ERP_DELIVERY, ERP_REJECTION, DeliveryStatus
-from lojasync.persistence import upsert_statement, utc_now
+from lojasync.persistence import (
+    POSTGRESQL,
+    SQLITE,
+    Upsert,
+    UtcDateTime,
+    dialect_of,
+    insert_new_rows,
+    json_document,
+    utc_now,
+)
 
-# asyncpg accepts at most 32,767 bind parameters per statement.
+# asyncpg accepts at most 32,767 bind parameters per statement, SQLite 32,766.
+_SQLITE_IDS_PER_QUERY = 30_000
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,23 @@ async def insert_changes(connection: AsyncConnection, rows: Sequence[ChangeRow])
     """
     if not rows:
         return set()
+    if dialect_of(connection) != POSTGRESQL:
+        received_at = utc_now()
+        return await insert_new_rows(
+            connection,
+            ERP_CHANGE,
+            [
+                {
+                    "change_id": row.change_id,
+                    "event_id": row.event_id,
+                    "entity": row.entity,
+                    "record_key": row.record_key,
+                    "received_at": received_at,
+                }
+                for row in rows
+            ],
+            key_column="change_id",
+        )
     result = await connection.execute(
         _INSERT_CHANGES,
         {
@@ -87,12 +115,22 @@ async def event_ids_of_changes(
     """Map change ids to the event ids they produced when first pushed."""
     if not change_ids:
         return {}
-    rows = await connection.execute(
-        select(ERP_CHANGE.c.change_id, ERP_CHANGE.c.event_id).where(
-            ERP_CHANGE.c.change_id == any_(bindparam("ids", list(change_ids), type_=ARRAY(Text)))
+    columns = select(ERP_CHANGE.c.change_id, ERP_CHANGE.c.event_id)
+    if dialect_of(connection) == POSTGRESQL:
+        rows = await connection.execute(
+            columns.where(
+                ERP_CHANGE.c.change_id
+                == any_(bindparam("ids", list(change_ids), type_=ARRAY(Text)))
+            )
         )
-    )
-    return {row.change_id: row.event_id for row in rows}
+        return {row.change_id: row.event_id for row in rows}
+    found: dict[str, str] = {}
+    ids = list(change_ids)
+    for start in range(0, len(ids), _SQLITE_IDS_PER_QUERY):
+        chunk = ids[start : start + _SQLITE_IDS_PER_QUERY]
+        rows = await connection.execute(columns.where(ERP_CHANGE.c.change_id.in_(chunk)))
+        found.update({row.change_id: row.event_id for row in rows})
+    return found
 
 
 async def insert_deliveries(connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -109,8 +147,16 @@ async def _insert_ignoring_duplicates(
 ) -> None:
     if not rows:
         return
-    primary_key = [column.name for column in table.primary_key.columns]
-    await connection.execute(upsert_statement(table, primary_key), list(rows))
+    values = [dict(row) for row in rows]
+    if dialect_of(connection) == SQLITE:
+        # SQLite fills an identity column only when it is the INTEGER PRIMARY KEY, so the
+        # sequence is numbered here; its single connection serializes the writers.
+        last: int = (
+            await connection.scalar(select(func.coalesce(func.max(table.c.sequence), 0))) or 0
+        )
+        for offset, row in enumerate(values, start=1):
+            row["sequence"] = last + offset
+    await _INSERT_IGNORING[table.name].execute(connection, values)
 
 
 # Claims the deliveries due now, oldest first, and takes only the lowest pending revision
@@ -121,8 +167,7 @@ async def _insert_ignoring_duplicates(
 # NOTE: the order is kept among pending deliveries only. A lower revision that arrives after
 # a higher one was delivered is still sent, so the ERP must ignore a revision older than
 # the one it holds (each payload carries its revision).
-_CLAIM_DUE = text(
-    """
+_CLAIM_DUE_SQL = """
     WITH due AS (
         SELECT candidate.event_id
         FROM erp_delivery AS candidate
@@ -139,23 +184,63 @@ _CLAIM_DUE = text(
           )
         ORDER BY candidate.sequence
         LIMIT :limit
-        FOR UPDATE SKIP LOCKED
+        {lock}
     )
     UPDATE erp_delivery AS claimed
     SET next_attempt_at = :lease_until
     FROM due
     WHERE claimed.event_id = due.event_id
-    RETURNING claimed.event_id, claimed.sequence, claimed.entity, claimed.record_key,
-              claimed.revision, claimed.attempts, claimed.payload
+    RETURNING {returning}
     """
+_CLAIMED_COLUMNS = (
+    "event_id",
+    "sequence",
+    "entity",
+    "record_key",
+    "revision",
+    "attempts",
+    "payload",
 )
+
+
+def _claim_due_statement(lock: str, returned_table: str) -> TextualSelect:
+    returning = ", ".join(f"{returned_table}{column}" for column in _CLAIMED_COLUMNS)
+    return (
+        text(_CLAIM_DUE_SQL.format(lock=lock, returning=returning))
+        .bindparams(
+            bindparam("now", type_=UtcDateTime()),
+            bindparam("lease_until", type_=UtcDateTime()),
+        )
+        .columns(
+            event_id=Text(),
+            sequence=BigInteger(),
+            entity=Text(),
+            record_key=Text(),
+            revision=Integer(),
+            attempts=Integer(),
+            payload=json_document(),
+        )
+    )
+
+
+# SQLite runs one transaction at a time, so it needs (and has) no row locks. Its
+# RETURNING clause names the updated table's columns without the alias; PostgreSQL's
+# needs the alias, because `due` has an event_id column too.
+_CLAIM_DUE = {
+    POSTGRESQL: _claim_due_statement("FOR UPDATE SKIP LOCKED", "claimed."),
+    SQLITE: _claim_due_statement("", ""),
+}
+_INSERT_IGNORING = {
+    table.name: Upsert(table, [column.name for column in table.primary_key.columns])
+    for table in (ERP_DELIVERY, ERP_REJECTION)
+}
 
 
 async def claim_due_deliveries(
     connection: AsyncConnection, *, now: datetime, lease_until: datetime, limit: int
 ) -> list[DueDelivery]:
     rows = await connection.execute(
-        _CLAIM_DUE, {"now": now, "lease_until": lease_until, "limit": limit}
+        _CLAIM_DUE[dialect_of(connection)], {"now": now, "lease_until": lease_until, "limit": limit}
     )
     claimed = [
         DueDelivery(

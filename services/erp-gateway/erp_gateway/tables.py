@@ -6,11 +6,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, Integer, Table, Text, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Column, Identity, Index, Integer, Table, Text, text
 from sqlmodel import Field, SQLModel
 
-from lojasync.persistence import utc_now
+from lojasync.persistence import (
+    UtcDateTime,
+    json_document,
+    utc_now,
+)
 
 
 class DeliveryStatus(StrEnum):
@@ -30,7 +33,7 @@ class ErpChange(SQLModel, table=True):
     entity: str = Field(sa_column=Column(Text, nullable=False))
     record_key: str = Field(sa_column=Column(Text, nullable=False))
     received_at: datetime = Field(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -58,18 +61,18 @@ class ErpDelivery(SQLModel, table=True):
     record_key: str = Field(sa_column=Column(Text, nullable=False))
     revision: int = Field(sa_column=Column(Integer, nullable=False))
     origin: str = Field(sa_column=Column(Text, nullable=False))
-    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    payload: dict[str, Any] = Field(sa_column=Column(json_document(), nullable=False))
     status: str = Field(
         default=DeliveryStatus.PENDING.value, sa_column=Column(Text, nullable=False)
     )
     attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     next_attempt_at: datetime = Field(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
     last_error: str | None = Field(default=None, sa_column=Column(Text))
-    delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
     created_at: datetime = Field(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -93,12 +96,12 @@ class ErpRejection(SQLModel, table=True):
     message_pt_br: str = Field(sa_column=Column(Text, nullable=False))
     field: str | None = Field(default=None, sa_column=Column(Text))
     errors: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSONB, nullable=False)
+        default_factory=list, sa_column=Column(json_document(), nullable=False)
     )
-    current: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    current: dict[str, Any] | None = Field(default=None, sa_column=Column(json_document()))
     deleted: bool = False
     received_at: datetime = Field(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 

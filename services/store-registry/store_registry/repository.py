@@ -1,4 +1,4 @@
-"""PostgreSQL access to `store_record`: locking, loading and saving records in bulk."""
+"""Access to `store_record` on PostgreSQL or SQLite: locking, loading and saving in bulk."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import Text
 
-from lojasync.digest import EMPTY_DIGEST, ENTITY_DIGEST_SQL
-from lojasync.persistence import upsert_statement
+from lojasync.digest import EMPTY_DIGEST, ENTITY_DIGEST_SQL, entity_digest
+from lojasync.persistence import POSTGRESQL, Upsert, dialect_of
 from store_registry.domain import UPSERT, StoredRecord
 from store_registry.models import STORE_RECORD
 
@@ -26,7 +26,8 @@ RecordId = tuple[str, str]
 # two batches cannot deadlock. PostgreSQL evaluates output expressions
 # after ORDER BY when ORDER BY does not reference them (SELECT reference page, "SELECT
 # List"), so the order holds. Two ids that hash alike share a lock, which only
-# serializes them.
+# serializes them. On SQLite the engine's single connection serializes every
+# transaction, so no lock is taken there.
 _LOCK_RECORDS = text(
     "SELECT pg_advisory_xact_lock(lock_id) FROM ("
     " SELECT DISTINCT hashtextextended(record_id, 0) AS lock_id"
@@ -81,7 +82,7 @@ class EntitySummary:
 async def lock_records(connection: AsyncConnection, record_ids: Iterable[RecordId]) -> None:
     """Lock records until the transaction ends (see `_LOCK_RECORDS`)."""
     names = sorted({f"{entity}/{key}" for entity, key in record_ids})
-    if names:
+    if names and dialect_of(connection) == POSTGRESQL:
         await connection.execute(_LOCK_RECORDS, {"record_ids": names})
 
 
@@ -109,9 +110,7 @@ async def load_record(connection: AsyncConnection, entity: str, key: str) -> Sto
     return _from_row(row) if row is not None else None
 
 
-_SAVE_RECORDS = upsert_statement(
-    STORE_RECORD, ("entity", "record_key"), _COLUMNS_UPDATED_ON_CONFLICT
-)
+_SAVE_RECORDS = Upsert(STORE_RECORD, ("entity", "record_key"), _COLUMNS_UPDATED_ON_CONFLICT)
 
 
 async def save_records(
@@ -120,7 +119,7 @@ async def save_records(
     """Insert or replace the rows of `records` with one statement."""
     if not records:
         return
-    await connection.execute(_SAVE_RECORDS, [_to_row(record, now) for record in records])
+    await _SAVE_RECORDS.execute(connection, [_to_row(record, now) for record in records])
 
 
 async def list_records(
@@ -150,12 +149,43 @@ async def entity_summaries(
     connection: AsyncConnection, entities: Iterable[str]
 ) -> dict[str, EntitySummary]:
     """Return a summary of every entity in `entities`, with count 0 for one without rows."""
-    found = {
-        row.entity: EntitySummary(row.confirmed, row.digest, row.pending)
-        for row in await connection.execute(_ENTITY_SUMMARIES)
-    }
+    if dialect_of(connection) == POSTGRESQL:
+        found = {
+            row.entity: EntitySummary(row.confirmed, row.digest, row.pending)
+            for row in await connection.execute(_ENTITY_SUMMARIES)
+        }
+    else:
+        found = await _summaries_in_python(connection)
     empty = EntitySummary(0, EMPTY_DIGEST, 0)
     return {entity: found.get(entity, empty) for entity in sorted(entities)}
+
+
+async def _summaries_in_python(connection: AsyncConnection) -> dict[str, EntitySummary]:
+    # SQLite has no ordered string_agg nor md5, so the rows' hashes are read and the
+    # digest is computed here with lojasync.digest.entity_digest, which ENTITY_DIGEST_SQL
+    # reproduces. An embedded store holds few enough records for that.
+    columns = STORE_RECORD.c
+    confirmed = (columns.revision > 0) & ~columns.deleted & columns.data.is_not(None)
+    rows = await connection.execute(
+        select(
+            columns.entity,
+            columns.record_key,
+            columns.content_hash,
+            columns.pending_action,
+            confirmed.label("confirmed"),
+        )
+    )
+    hashes: dict[str, list[tuple[str, str]]] = {}
+    pending: dict[str, int] = {}
+    for row in rows:
+        hashes.setdefault(row.entity, [])
+        pending[row.entity] = pending.get(row.entity, 0) + (row.pending_action is not None)
+        if row.confirmed and row.content_hash is not None:
+            hashes[row.entity].append((row.record_key, row.content_hash))
+    return {
+        entity: EntitySummary(len(pairs), entity_digest(pairs), pending[entity])
+        for entity, pairs in hashes.items()
+    }
 
 
 def _to_row(record: StoredRecord, now: datetime) -> dict[str, Any]:

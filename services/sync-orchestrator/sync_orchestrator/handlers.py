@@ -30,9 +30,9 @@ from lojasync.envelope import (
 from lojasync.messaging import PermanentFailure
 from lojasync.persistence import (
     OutgoingEvent,
+    Upsert,
     add_outbox,
     record_inbox,
-    upsert_statement,
     utc_now,
 )
 from lojasync.policy import Owner, Policy, ScopeFromDistribution
@@ -145,8 +145,8 @@ class ChangeHandler:
                 raise PermanentFailure(
                     envelope.id, "store.announced needs data.store_id and data.api_url"
                 )
-            await connection.execute(
-                _SAVE_STORE, {"store_id": store_id, "api_url": api_url, "last_seen": utc_now()}
+            await _SAVE_STORE.execute(
+                connection, [{"store_id": store_id, "api_url": api_url, "last_seen": utc_now()}]
             )
             logger.info("store announced", extra={"store_id": store_id, "api_url": api_url})
 
@@ -491,7 +491,7 @@ async def _load_revision(
     return data
 
 
-_SAVE_STATES = upsert_statement(
+_SAVE_STATES = Upsert(
     RECORD_STATE,
     ("entity", "record_key"),
     (
@@ -507,7 +507,7 @@ _SAVE_STATES = upsert_statement(
         "updated_at",
     ),
 )
-_SAVE_STORE = upsert_statement(KNOWN_STORE, ("store_id",), ("api_url", "last_seen"))
+_SAVE_STORE = Upsert(KNOWN_STORE, ("store_id",), ("api_url", "last_seen"))
 
 
 async def _write(connection: AsyncConnection, batch: _Batch) -> None:
@@ -529,7 +529,7 @@ async def _write(connection: AsyncConnection, batch: _Batch) -> None:
             }
             for (entity, record_key), (state, origin) in batch.touched.items()
         ]
-        await connection.execute(_SAVE_STATES, rows)
+        await _SAVE_STATES.execute(connection, rows)
     if batch.log_rows:
         await connection.execute(EVENT_LOG.insert(), batch.log_rows)
     await add_outbox(connection, batch.outgoing)

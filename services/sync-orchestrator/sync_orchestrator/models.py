@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Column, DateTime, Index, Integer, Table, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Column, Index, Integer, Table
 from sqlmodel import Field, SQLModel
 
-from lojasync.persistence import utc_now
+from lojasync.persistence import TextList, UtcDateTime, json_document, serial_id, utc_now
 
 
 class RecordState(SQLModel, table=True):
@@ -20,19 +19,19 @@ class RecordState(SQLModel, table=True):
     entity: str = Field(primary_key=True)
     record_key: str = Field(primary_key=True)
     revision: int = Field(sa_column=Column(Integer, nullable=False))
-    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(json_document()))
     content_hash: str | None = None
     deleted: bool = False
     # Store ids that receive the record; NULL means every store.
-    stores: list[str] | None = Field(default=None, sa_column=Column(ARRAY(Text)))
+    stores: list[str] | None = Field(default=None, sa_column=Column(TextList()))
     owner_store: str | None = None
     # Origin ("erp" or "store:<id>") of the last change of each field, for field-merge.
-    field_origins: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSONB))
+    field_origins: dict[str, str] = Field(default_factory=dict, sa_column=Column(json_document()))
     # The record as the ERP last saw it, to tell which fields a full ERP push changed.
-    erp_base: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    erp_base: dict[str, Any] | None = Field(default=None, sa_column=Column(json_document()))
     origin: str
     updated_at: datetime = Field(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -42,7 +41,7 @@ class EventLog(SQLModel, table=True):
     __tablename__ = "event_log"
     __table_args__ = (Index("ix_event_log_record", "entity", "record_key", "revision"),)
 
-    seq: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    seq: int | None = Field(default=None, sa_column=Column(serial_id(), primary_key=True))
     event_id: str = Field(unique=True)
     kind: str  # "resolved" or "rejected"
     entity: str
@@ -52,11 +51,11 @@ class EventLog(SQLModel, table=True):
     causation_id: str
     correlation_id: str | None = None
     deleted: bool = False
-    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
-    stores: list[str] | None = Field(default=None, sa_column=Column(ARRAY(Text)))
-    reason: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(json_document()))
+    stores: list[str] | None = Field(default=None, sa_column=Column(TextList()))
+    reason: dict[str, Any] | None = Field(default=None, sa_column=Column(json_document()))
     recorded_at: datetime = Field(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
@@ -68,7 +67,7 @@ class KnownStore(SQLModel, table=True):
     store_id: str = Field(primary_key=True)
     api_url: str
     last_seen: datetime = Field(
-        default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+        default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
 
