@@ -1,0 +1,176 @@
+"""The `record.batch` event: many resolved records for one store in one message.
+
+Bootstrap, replay and repair send a store the orchestrator's state of many records at
+once. A store applies a batch item under the same rule as a `record.resolved` event (only
+a revision newer than the one it holds), so a batch sent twice changes nothing the second
+time. A repair item also names the revision the drift check saw in the store
+(`expected_revision`); the store then replaces its row if it still holds exactly that
+revision, which fixes a row whose data changed without a new revision.
+
+Batches travel on their own queue per store, `<namespace>.store.<id>.batch`, bound to
+`batch.store.<id>`. That queue has a small prefetch, so a bootstrap of a million records
+waits in RabbitMQ rather than in the store's memory. The order between a batch and the
+store's other events does not matter, because both apply only newer revisions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from lojasync.envelope import RECORD_BATCH, SPEC_VERSION, Envelope, store_target
+from lojasync.errors import LojasyncError
+from lojasync.persistence import OutgoingEvent
+from lojasync.topology import QueueSpec
+
+# Items per batch message. At about 300 bytes per product a message is near 300 KB.
+DEFAULT_BATCH_ITEMS = 1000
+# Unacknowledged batch messages a store holds at once (its memory bound for batches).
+BATCH_PREFETCH = 4
+
+
+class BatchPurpose(StrEnum):
+    BOOTSTRAP = "bootstrap"
+    REPLAY = "replay"
+    REPAIR = "repair"
+    ONBOARDING = "onboarding"
+
+
+class BatchInvalid(LojasyncError):
+    """A `record.batch` event does not have the shape the contract requires."""
+
+
+def batch_key(store_id: str) -> str:
+    return f"batch.{store_target(store_id)}"
+
+
+def batch_queue(store_id: str) -> QueueSpec:
+    return QueueSpec(f"store.{store_id}.batch", (batch_key(store_id),))
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One record's resolved state in a batch; `record` is None for a deleted record.
+
+    `record_json` may carry the record already serialized (as PostgreSQL returns a JSONB
+    column cast to text), which spares parsing and re-serializing it on the sender.
+    """
+
+    entity: str
+    record_key: str
+    revision: int
+    deleted: bool = False
+    record: Mapping[str, Any] | None = None
+    record_json: str | None = None
+    causation_id: str | None = None
+    expected_revision: int | None = None
+
+    def as_json_dict(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "entity": self.entity,
+            "record_key": self.record_key,
+            "revision": self.revision,
+            "deleted": self.deleted,
+        }
+        if self.record_json is not None and not self.deleted:
+            item["record"] = orjson.Fragment(self.record_json)
+        elif self.record is not None and not self.deleted:
+            item["record"] = dict(self.record)
+        else:
+            item["record"] = None
+        if self.causation_id is not None:
+            item["causation_id"] = self.causation_id
+        if self.expected_revision is not None:
+            item["expected_revision"] = self.expected_revision
+        return item
+
+
+def build_batch(
+    store_id: str,
+    items: Sequence[BatchItem],
+    *,
+    purpose: BatchPurpose,
+    operation_id: str,
+    sequence: int,
+    source: str,
+) -> OutgoingEvent:
+    """Serialize a batch for one store as a CloudEvent in structured mode.
+
+    The body is built with orjson directly, not through `Envelope`, so that records
+    passed as JSON text go into the message without a parse; it has the same attributes
+    `Envelope.to_bytes` writes, and a store parses it with `Envelope.from_bytes`.
+    """
+    event_id = str(uuid.uuid5(uuid.UUID(operation_id), f"{store_id}/{sequence}"))
+    body = orjson.dumps(
+        {
+            "specversion": SPEC_VERSION,
+            "id": event_id,
+            "source": source,
+            "type": RECORD_BATCH,
+            "subject": f"store/{store_id}",
+            "time": datetime.now(UTC).isoformat(),
+            "datacontenttype": "application/json",
+            "correlationid": operation_id,
+            "data": {
+                "store_id": store_id,
+                "purpose": purpose.value,
+                "operation_id": operation_id,
+                "sequence": sequence,
+                "items": [item.as_json_dict() for item in items],
+            },
+        }
+    )
+    return OutgoingEvent(event_id, batch_key(store_id), RECORD_BATCH, body)
+
+
+def parse_batch_items(envelope: Envelope) -> list[BatchItem]:
+    """Read the items of a `record.batch` event, raising BatchInvalid on a malformed one."""
+    items = envelope.data.get("items")
+    if not isinstance(items, list):
+        raise BatchInvalid(f"record.batch {envelope.id}: data.items must be a list")
+    parsed: list[BatchItem] = []
+    for index, raw in enumerate(items):
+        parsed.append(_parse_item(envelope.id, index, raw))
+    return parsed
+
+
+def _parse_item(event_id: str, index: int, raw: object) -> BatchItem:
+    def invalid(reason: str) -> BatchInvalid:
+        return BatchInvalid(f"record.batch {event_id}: data.items[{index}] {reason}")
+
+    if not isinstance(raw, dict):
+        raise invalid("must be an object")
+    entity = raw.get("entity")
+    record_key = raw.get("record_key")
+    revision = raw.get("revision")
+    deleted = raw.get("deleted", False)
+    record = raw.get("record")
+    if not isinstance(entity, str) or not isinstance(record_key, str):
+        raise invalid("needs entity and record_key as strings")
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        raise invalid("needs revision as an integer of 0 or more")
+    if not isinstance(deleted, bool):
+        raise invalid("deleted must be a boolean")
+    if record is not None and not isinstance(record, dict):
+        raise invalid("record must be an object or null")
+    if record is None and not deleted:
+        raise invalid("without a record must be deleted")
+    expected = raw.get("expected_revision")
+    if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
+        raise invalid("expected_revision must be an integer")
+    causation_id = raw.get("causation_id")
+    return BatchItem(
+        entity=entity,
+        record_key=record_key,
+        revision=revision,
+        deleted=deleted,
+        record=record,
+        causation_id=causation_id if isinstance(causation_id, str) else None,
+        expected_revision=expected,
+    )
