@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lojasync.cli_ops import register as register_operation_commands
 from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.dead_letters import list_dead_letters, republish_dead_letters
 from lojasync.i18n import PORTUGUESE, UnknownLanguage, detect_language, message
@@ -236,6 +237,9 @@ def _run_broker_command(coroutine: Coroutine[Any, Any, T], broker_url: str, lang
             message("error.broker", language, url=redact_url(broker_url), error=exc), style="red"
         )
         raise typer.Exit(2) from exc
+
+
+register_operation_commands(app)
 
 
 def main() -> None:

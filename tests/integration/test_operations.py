@@ -6,6 +6,7 @@ restored backup would.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
+from stdnum import ean
 
 from lojasync.digest import content_hash
 from lojasync.errors import BrokerUnavailable
@@ -354,3 +356,185 @@ async def test_interrupted_bootstrap_resumes(
     assert counts["product"] == PRODUCTS
     assert counts["price"] == PRODUCTS
     assert loja_4.matches
+
+
+# --- Onboarding ---------------------------------------------------------------------------
+
+
+def gtin13(number: int) -> str:
+    body = f"789{number:09d}"
+    return body + ean.calc_check_digit(body)
+
+
+def onboarding_product(code: str, gtins: list[str], description: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "description": description,
+        "gtins": gtins,
+        "ncm": "22030000",
+        "unit": "UN",
+    }
+
+
+OTHER_CPF = "11144477735"
+
+
+async def test_onboarding_reports_and_converges(
+    system: System, fresh_database: DatabaseFactory
+) -> None:
+    erp_customer = str(uuid.uuid4())
+    store_customer = str(uuid.uuid4())
+    store_only_customer = str(uuid.uuid4())
+    erp_products = [
+        ("product", onboarding_product(f"P0{n}", [gtin13(n)], f"PRODUTO {n}")) for n in range(1, 7)
+    ]
+    await system.push(
+        [
+            ("unit", {"code": "UN", "description": "Unidade"}),
+            *erp_products,
+            (
+                "customer",
+                {
+                    "id": erp_customer,
+                    "document": VALID_CPF,
+                    "name": "Maria Souza",
+                    "email": "maria@erp.example.com",
+                },
+            ),
+        ]
+    )
+    await system.converged(product=6, unit=1, customer=1)
+    await add_store(system, "loja-4", fresh_database)
+    legacy = [
+        {
+            "entity": "product",
+            "key": "L01",
+            "fields": onboarding_product("L01", [gtin13(1)], "PRODUTO 1"),
+        },
+        {
+            "entity": "product",
+            "key": "L02",
+            "fields": onboarding_product("L02", [gtin13(2)], "NOME DA LOJA"),
+        },
+        {
+            "entity": "product",
+            "key": "L03",
+            "fields": onboarding_product("L03", [gtin13(3), gtin13(4)], "DOIS GTINS"),
+        },
+        {
+            "entity": "product",
+            "key": "L09",
+            "fields": onboarding_product("L09", [gtin13(9)], "SO NA LOJA"),
+        },
+        {
+            "entity": "customer",
+            "key": store_customer,
+            "fields": {
+                "document": "529.982.247-25",
+                "name": "Maria Souza",
+                "email": "maria@loja.example.com",
+            },
+        },
+        {
+            "entity": "customer",
+            "key": store_only_customer,
+            "fields": {"document": OTHER_CPF, "name": "João Pereira"},
+        },
+    ]
+    loaded = await system.client.post(
+        f"{store_url('loja-4')}/v1/onboarding/records", json={"records": legacy}
+    )
+
+    dry_run = await run_operation(system, "loja-4", "onboarding", {"dry_run": True})
+    held_after_dry_run = await store_rows(system, "loja-4")
+    operation = await run_operation(system, "loja-4", "onboarding")
+    items = (
+        await system.client.get(f"{ORCHESTRATOR}/v1/operations/{operation['id']}/items")
+    ).json()["items"]
+    by_key = {item["store_key"]: item for item in items}
+    awaiting = sorted(item["store_key"] for item in items if item["decision"] is None)
+    decisions = await system.client.post(
+        f"{ORCHESTRATOR}/v1/operations/{operation['id']}/decisions",
+        json={
+            "requested_by": USER,
+            "decisions": [
+                {"item": by_key["L03"]["item"], "decision": "accept_erp", "erp_key": "P03"},
+                {"item": by_key["L09"]["item"], "decision": "accept_erp"},
+                {
+                    "item": by_key[store_customer]["item"],
+                    "decision": "merge",
+                    "fields": {"email": "store"},
+                },
+            ],
+        },
+    )
+    central_customer = await eventually(
+        lambda: system.central_record("customer", erp_customer),
+        until=lambda state: state is not None and state["revision"] == 2,
+        what="the merged customer decided",
+    )
+    created = await eventually(
+        lambda: system.central_record("customer", store_only_customer),
+        until=lambda state: state is not None,
+        what="the store-only customer created",
+    )
+    report = await eventually(
+        system.report,
+        until=lambda report: (
+            report.converged and any(store.store_id == "loja-4" for store in report.stores)
+        ),
+        what="every store converged after onboarding",
+    )
+    left = (await system.client.get(f"{store_url('loja-4')}/v1/onboarding/records")).json()
+    decided = (
+        await system.client.get(f"{ORCHESTRATOR}/v1/operations/{operation['id']}/items")
+    ).json()["items"]
+
+    assert loaded.status_code == 200
+    assert dry_run["status"] == "done"
+    assert dry_run["result"]["entities"]["product"] == {
+        "only_store": 1,
+        "equal": 1,
+        "different": 1,
+        "conflict": 1,
+        "invalid": 0,
+        "only_erp": 2,
+        "only_erp_keys": ["P05", "P06"],
+    }
+    assert dry_run["result"]["entities"]["customer"] == {
+        "only_store": 1,
+        "equal": 0,
+        "different": 1,
+        "conflict": 0,
+        "invalid": 0,
+        "only_erp": 0,
+        "only_erp_keys": [],
+    }
+    assert dry_run["result"]["entities"]["unit"]["only_erp_keys"] == ["UN"]
+    assert held_after_dry_run == []
+    assert operation["status"] == "awaiting_decisions"
+    assert by_key["L01"]["category"] == "equal"
+    assert by_key["L01"]["erp_key"] == "P01"
+    assert by_key["L02"]["category"] == "different"
+    assert by_key["L02"]["differences"] == {
+        "description": {"erp": "PRODUTO 2", "store": "NOME DA LOJA"}
+    }
+    assert by_key["L02"]["decision"] == "accept_erp"
+    assert by_key["L03"]["category"] == "conflict"
+    assert by_key["L03"]["candidates"] == ["P03", "P04"]
+    assert by_key["L09"]["category"] == "only_store"
+    assert by_key[store_customer]["category"] == "different"
+    assert by_key[store_customer]["differences"] == {
+        "email": {"erp": "maria@erp.example.com", "store": "maria@loja.example.com"}
+    }
+    assert by_key[store_only_customer]["decision"] == "accept_store"
+    assert awaiting == sorted(["L03", "L09", store_customer])
+    assert decisions.status_code == 200, decisions.text
+    assert decisions.json()["status"] == "done"
+    assert central_customer["record"]["email"] == "maria@loja.example.com"
+    assert central_customer["record"]["name"] == "Maria Souza"
+    assert created["record"]["document"] == OTHER_CPF
+    assert report.converged
+    assert left["items"] == []
+    assert all(item["decided_by"] in (USER, "policy") for item in decided)
+    assert all(item["applied_at"] is not None for item in decided)

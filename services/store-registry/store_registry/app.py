@@ -36,6 +36,8 @@ from store_registry.domain import (
 from store_registry.drift import router as drift_router
 from store_registry.handlers import StoreRegistry
 from store_registry.models import TABLES
+from store_registry.onboarding import ONBOARDING_TABLES
+from store_registry.onboarding import router as onboarding_router
 from store_registry.settings import StoreSettings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -100,7 +102,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start(TABLES, [registry.subscription(), batches.subscription()])
+        await runtime.start(
+            [*TABLES, *ONBOARDING_TABLES], [registry.subscription(), batches.subscription()]
+        )
         try:
             await registry.announce()
             yield
@@ -116,6 +120,7 @@ def create_app(
     _add_error_handlers(app)
     _add_routes(app)
     app.include_router(drift_router)
+    app.include_router(onboarding_router)
     return app
 
 

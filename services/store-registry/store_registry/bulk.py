@@ -1,11 +1,12 @@
-"""Apply `record.batch` events in bulk: COPY into a staging table, then two set statements.
+"""Apply `record.batch` events in bulk: COPY for new rows, one set statement for the rest.
 
 A batch takes the transaction-level advisory lock `BULK_APPLY_LOCK` in exclusive mode;
 every other writer of `store_record` holds it in shared mode (see
 `repository.lock_records`). So no local edit reads a row that a batch is about to change,
 and the batch needs no lock per record. Each item changes its row only when its revision
 is newer than the stored one (or, for a repair, when the store still holds the revision
-the drift check saw), which is the rule `domain.apply_resolved` applies to one event.
+the drift check saw), which is the rule `domain.apply_resolved` applies to one event (see
+`applies`).
 """
 
 from __future__ import annotations
@@ -29,70 +30,50 @@ from lojasync.batch import (
 )
 from lojasync.envelope import RECORD_BATCH, Envelope
 from lojasync.messaging import PermanentFailure
-from lojasync.persistence import record_inbox
+from lojasync.persistence import record_inbox, utc_now
 from lojasync.service import ServiceRuntime, Subscription
 from store_registry.repository import BULK_APPLY_LOCK
 
 logger = logging.getLogger(__name__)
 
-_STAGE_TABLE = "record_batch_stage"
-_STAGE_COLUMNS = (
+_LOCK_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:lock_id)")
+
+# The rows a batch touches, found by index; unnest's row estimate is small, so the planner
+# probes the primary key once per item instead of scanning the table.
+_LOAD_EXISTING = text(
+    "SELECT r.entity, r.record_key, r.revision, r.content_hash, r.pending_event_id"
+    " FROM unnest(CAST(:entities AS TEXT[]), CAST(:record_keys AS TEXT[])) AS k(entity, record_key)"
+    " JOIN store_record AS r ON r.entity = k.entity AND r.record_key = k.record_key"
+)
+
+_UPDATE_EXISTING = text(
+    "UPDATE store_record AS r SET"
+    " revision = u.revision,"
+    " data = CAST(u.data AS JSONB),"
+    " content_hash = u.content_hash,"
+    " deleted = u.deleted,"
+    " pending = CASE WHEN u.clear_pending THEN NULL ELSE r.pending END,"
+    " pending_action = CASE WHEN u.clear_pending THEN NULL ELSE r.pending_action END,"
+    " pending_since = CASE WHEN u.clear_pending THEN NULL ELSE r.pending_since END,"
+    " pending_event_id = CASE WHEN u.clear_pending THEN NULL ELSE r.pending_event_id END,"
+    " updated_at = now()"
+    " FROM unnest("
+    "  CAST(:entities AS TEXT[]), CAST(:record_keys AS TEXT[]), CAST(:revisions AS INTEGER[]),"
+    "  CAST(:data AS TEXT[]), CAST(:content_hashes AS TEXT[]), CAST(:deleted AS BOOLEAN[]),"
+    "  CAST(:clear_pending AS BOOLEAN[])"
+    " ) AS u(entity, record_key, revision, data, content_hash, deleted, clear_pending)"
+    " WHERE r.entity = u.entity AND r.record_key = u.record_key"
+)
+
+_COPY_COLUMNS = (
     "entity",
     "record_key",
     "revision",
     "data",
     "content_hash",
     "deleted",
-    "causation_id",
-    "repair",
-    "expected_revision",
-)
-
-_CREATE_STAGE = text(
-    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE_TABLE} ("
-    ' entity TEXT NOT NULL, record_key TEXT COLLATE "C" NOT NULL, revision INTEGER NOT NULL,'
-    " data TEXT, content_hash TEXT, deleted BOOLEAN NOT NULL, causation_id TEXT,"
-    " repair BOOLEAN NOT NULL, expected_revision INTEGER"
-    ") ON COMMIT DELETE ROWS"
-)
-
-_LOCK_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:lock_id)")
-
-# A pending local edit clears only when this item's revision decided it, as in
-# domain.apply_resolved.
-_CLEARS_PENDING = "r.pending_event_id IS NOT NULL AND r.pending_event_id = s.causation_id"
-
-_UPDATE_EXISTING = text(
-    "UPDATE store_record AS r SET"
-    " revision = s.revision,"
-    " data = CAST(s.data AS JSONB),"
-    " content_hash = s.content_hash,"
-    " deleted = s.deleted,"
-    f" pending = CASE WHEN {_CLEARS_PENDING} THEN NULL ELSE r.pending END,"
-    f" pending_action = CASE WHEN {_CLEARS_PENDING} THEN NULL ELSE r.pending_action END,"
-    f" pending_since = CASE WHEN {_CLEARS_PENDING} THEN NULL ELSE r.pending_since END,"
-    f" pending_event_id = CASE WHEN {_CLEARS_PENDING} THEN NULL ELSE r.pending_event_id END,"
-    " updated_at = now()"
-    f" FROM {_STAGE_TABLE} AS s"
-    " WHERE r.entity = s.entity AND r.record_key = s.record_key AND ("
-    "  r.revision < s.revision"
-    "  OR (s.repair AND ("
-    "   r.revision = s.expected_revision"
-    "   OR (s.expected_revision IS NULL AND r.revision <= s.revision AND r.content_hash IS NULL)"
-    "  ))"
-    " )"
-)
-
-_INSERT_NEW = text(
-    "INSERT INTO store_record"
-    " (entity, record_key, revision, data, content_hash, deleted, local, updated_at)"
-    " SELECT s.entity, s.record_key, s.revision, CAST(s.data AS JSONB), s.content_hash,"
-    "  s.deleted, CAST('{}' AS JSONB), now()"
-    f" FROM {_STAGE_TABLE} AS s"
-    " WHERE NOT EXISTS ("
-    "  SELECT 1 FROM store_record AS r WHERE r.entity = s.entity AND r.record_key = s.record_key"
-    " )"
-    " ON CONFLICT (entity, record_key) DO NOTHING"
+    "local",
+    "updated_at",
 )
 
 
@@ -109,6 +90,13 @@ class BatchResult:
         return self.updated + self.inserted
 
 
+@dataclass(frozen=True)
+class _Existing:
+    revision: int
+    content_hash: str | None
+    pending_event_id: str | None
+
+
 def latest_per_record(items: Sequence[BatchItem]) -> list[BatchItem]:
     """Keep one item per record: the highest revision, the later one on a tie."""
     chosen: dict[tuple[str, str], BatchItem] = {}
@@ -120,24 +108,66 @@ def latest_per_record(items: Sequence[BatchItem]) -> list[BatchItem]:
     return list(chosen.values())
 
 
-def _stage_row(item: BatchItem, repair: bool) -> tuple[object, ...]:
-    data: str | None = None
-    digest: str | None = None
-    if not item.deleted and item.record is not None:
-        canonical = orjson.dumps(item.record, option=orjson.OPT_SORT_KEYS)
-        data = canonical.decode()
-        digest = hashlib.md5(canonical, usedforsecurity=False).hexdigest()
-    return (
-        item.entity,
-        item.record_key,
-        item.revision,
-        data,
-        digest,
-        item.deleted or item.record is None,
-        item.causation_id,
-        repair,
-        item.expected_revision,
+def applies(item: BatchItem, existing: _Existing, *, repair: bool) -> bool:
+    """Tell whether an item replaces a stored row (the rule of domain.apply_resolved).
+
+    A newer revision always applies. A repair item also applies when the store still
+    holds the revision the drift check saw, or, for a record the check found missing,
+    when the row holds no confirmed data at a revision not newer than the item's.
+    """
+    if existing.revision < item.revision:
+        return True
+    if not repair:
+        return False
+    if item.expected_revision is not None:
+        return existing.revision == item.expected_revision
+    return existing.content_hash is None and existing.revision <= item.revision
+
+
+def _canonical(item: BatchItem) -> tuple[str | None, str | None]:
+    """Return the record's canonical JSON and content hash, or (None, None) for a deletion."""
+    if item.deleted or item.record is None:
+        return None, None
+    canonical = orjson.dumps(item.record, option=orjson.OPT_SORT_KEYS)
+    return canonical.decode(), hashlib.md5(canonical, usedforsecurity=False).hexdigest()
+
+
+# Whether the store holds any row of an entity between two keys: one index range probe.
+# A bootstrap sends keys in order, so each batch's range is new and its rows need no load.
+_ANY_IN_RANGE = text(
+    "SELECT EXISTS (SELECT 1 FROM store_record WHERE entity = :entity"
+    " AND record_key BETWEEN :first_key AND :last_key)"
+)
+
+
+async def _load_existing(
+    connection: AsyncConnection, items: Sequence[BatchItem]
+) -> dict[tuple[str, str], _Existing]:
+    ranges: dict[str, tuple[str, str]] = {}
+    for item in items:
+        low, high = ranges.get(item.entity, (item.record_key, item.record_key))
+        ranges[item.entity] = (min(low, item.record_key), max(high, item.record_key))
+    occupied = False
+    for entity, (first_key, last_key) in ranges.items():
+        parameters = {"entity": entity, "first_key": first_key, "last_key": last_key}
+        if await connection.scalar(_ANY_IN_RANGE, parameters):
+            occupied = True
+            break
+    if not occupied:
+        return {}
+    rows = await connection.execute(
+        _LOAD_EXISTING,
+        {
+            "entities": [item.entity for item in items],
+            "record_keys": [item.record_key for item in items],
+        },
     )
+    return {
+        (row.entity, row.record_key): _Existing(
+            row.revision, row.content_hash, row.pending_event_id
+        )
+        for row in rows
+    }
 
 
 async def apply_batch_items(
@@ -145,28 +175,57 @@ async def apply_batch_items(
 ) -> BatchResult:
     """Apply resolved items to `store_record` in the caller's transaction.
 
-    The content hash is computed here from the canonical JSON, as `lojasync.digest`
-    defines it, so a store never trusts a hash it did not compute.
+    Rows the store does not have yet are written with COPY straight into `store_record`;
+    rows it has are read by key and updated with one statement, only where the item
+    applies. The content hash is computed here from the canonical JSON, as
+    `lojasync.digest` defines it, so a store never trusts a hash it did not compute.
     """
     chosen = latest_per_record(items)
     if not chosen:
         return BatchResult(len(items), 0, 0)
     await connection.execute(_LOCK_EXCLUSIVE, {"lock_id": BULK_APPLY_LOCK})
-    await connection.execute(_CREATE_STAGE)
+    existing = await _load_existing(connection, chosen)
 
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None, "apply_batch_items needs an asyncpg connection"
-    await driver.copy_records_to_table(
-        _STAGE_TABLE,
-        records=[_stage_row(item, repair) for item in chosen],
-        columns=list(_STAGE_COLUMNS),
-    )
+    now = utc_now()
+    new_rows: list[tuple[object, ...]] = []
+    updates: list[tuple[BatchItem, str | None, str | None, bool]] = []
+    for item in chosen:
+        stored = existing.get((item.entity, item.record_key))
+        if stored is not None and not applies(item, stored, repair=repair):
+            continue
+        data, digest = _canonical(item)
+        deleted = data is None
+        if stored is None:
+            new_rows.append(
+                (item.entity, item.record_key, item.revision, data, digest, deleted, "{}", now)
+            )
+            continue
+        clear_pending = (
+            stored.pending_event_id is not None and stored.pending_event_id == item.causation_id
+        )
+        updates.append((item, data, digest, clear_pending))
 
-    updated = (await connection.execute(_UPDATE_EXISTING)).rowcount
-    inserted = (await connection.execute(_INSERT_NEW)).rowcount
-    await connection.execute(text(f"TRUNCATE {_STAGE_TABLE}"))
-    return BatchResult(len(items), updated, inserted)
+    if new_rows:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None, "apply_batch_items needs an asyncpg connection"
+        await driver.copy_records_to_table(
+            "store_record", records=new_rows, columns=list(_COPY_COLUMNS)
+        )
+    if updates:
+        await connection.execute(
+            _UPDATE_EXISTING,
+            {
+                "entities": [item.entity for item, _, _, _ in updates],
+                "record_keys": [item.record_key for item, _, _, _ in updates],
+                "revisions": [item.revision for item, _, _, _ in updates],
+                "data": [data for _, data, _, _ in updates],
+                "content_hashes": [digest for _, _, digest, _ in updates],
+                "deleted": [data is None for _, data, _, _ in updates],
+                "clear_pending": [clear for _, _, _, clear in updates],
+            },
+        )
+    return BatchResult(len(items), len(updates), len(new_rows))
 
 
 class BatchApplier:

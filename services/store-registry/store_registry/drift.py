@@ -22,7 +22,7 @@ from lojasync.catalog import ENTITIES
 from lojasync.envelope import RECORD_CHANGED, Envelope, changed_key
 from lojasync.partitioning import outgoing_event
 from lojasync.persistence import add_outbox, utc_now
-from store_registry.domain import UPSERT
+from store_registry.domain import UPSERT, StoredRecord
 from store_registry.handlers import StoreRegistry
 from store_registry.repository import load_records, lock_records, save_records
 
@@ -65,6 +65,10 @@ class RaisedRecord(BaseModel):
     base_revision: int = Field(
         ge=0, description="the orchestrator's revision of the record; 0 when it has none"
     )
+    fields: dict[str, Any] | None = Field(
+        default=None,
+        description="the shared fields to raise; null raises the store's confirmed record",
+    )
 
 
 class RaiseRequest(BaseModel):
@@ -98,14 +102,16 @@ async def bucket_rows(registry: Registry, body: BucketRowsRequest) -> dict[str, 
 
 @router.post("/raise")
 async def raise_records(registry: Registry, body: RaiseRequest) -> dict[str, Any]:
-    """Send this store's confirmed version of each record to the orchestrator as a change.
+    """Send this store's version of each record to the orchestrator as a change.
 
-    A record with a pending edit is skipped, since a decision on it is already coming;
+    The version is the record's confirmed data, or the `fields` given (onboarding raises
+    a store's legacy record under the ERP's key this way). A record with a pending edit is
+    skipped, since a decision on it is already coming;
     so is a record this store does not hold. The orchestrator decides each change under
     the policy, as it decides a back-office edit.
     """
     record_ids = [(item.entity, item.record_key) for item in body.records]
-    base_revisions = {(item.entity, item.record_key): item.base_revision for item in body.records}
+    requested = {(item.entity, item.record_key): item for item in body.records}
     unknown = sorted({entity for entity, _ in record_ids if entity not in ENTITIES})
     raised: list[dict[str, str]] = []
     skipped: list[dict[str, str]] = []
@@ -117,11 +123,17 @@ async def raise_records(registry: Registry, body: RaiseRequest) -> dict[str, Any
         events = []
         updated = []
         for record_id in record_ids:
-            record = stored.get(record_id)
             entity, key = record_id
-            if entity in unknown or record is None or record.data is None or record.deleted:
+            request = requested[record_id]
+            record = stored.get(record_id)
+            if request.fields is not None and entity not in unknown:
+                record = record or StoredRecord(entity, key)
+                fields = dict(request.fields)
+            elif record is None or record.data is None or record.deleted or entity in unknown:
                 skipped.append({"entity": entity, "record_key": key, "reason": "not_held"})
                 continue
+            else:
+                fields = dict(record.data)
             if record.pending_action is not None:
                 skipped.append({"entity": entity, "record_key": key, "reason": "pending"})
                 continue
@@ -134,8 +146,8 @@ async def raise_records(registry: Registry, body: RaiseRequest) -> dict[str, Any
                 entity=entity,
                 recordkey=key,
                 origin=registry.origin,
-                baserevision=base_revisions[record_id],
-                data={"action": UPSERT, "fields": dict(record.data)},
+                baserevision=request.base_revision,
+                data={"action": UPSERT, "fields": fields},
             )
             events.append(
                 outgoing_event(event, changed_key(entity, registry.origin), registry.policy)
@@ -143,7 +155,7 @@ async def raise_records(registry: Registry, body: RaiseRequest) -> dict[str, Any
             updated.append(
                 replace(
                     record,
-                    pending=dict(record.data),
+                    pending=fields,
                     pending_action=UPSERT,
                     pending_event_id=event_id,
                     pending_since=now,

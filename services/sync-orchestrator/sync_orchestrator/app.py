@@ -20,6 +20,7 @@ from lojasync.service import ServiceRuntime, Subscription
 from lojasync.topology import orchestrator_partition
 from sync_orchestrator.handlers import ChangeHandler
 from sync_orchestrator.models import EVENT_LOG, KNOWN_STORE, RECORD_STATE, TABLES
+from sync_orchestrator.onboarding import ONBOARDING_TABLES
 from sync_orchestrator.operations import OPERATION_TABLES
 from sync_orchestrator.operations_api import Operations, build_router
 from sync_orchestrator.settings import OrchestratorSettings
@@ -80,7 +81,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start([*TABLES, *OPERATION_TABLES], subscriptions)
+        await runtime.start([*TABLES, *OPERATION_TABLES, *ONBOARDING_TABLES], subscriptions)
         operations.start_schedule(settings.drift_check_seconds)
         try:
             yield

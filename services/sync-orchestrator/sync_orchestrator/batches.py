@@ -70,3 +70,28 @@ class BatchSender:
         for start in range(0, len(events), MESSAGES_IN_FLIGHT):
             await self.bus.publish(events[start : start + MESSAGES_IN_FLIGHT])
         return len(events)
+
+    async def send_serialized(
+        self,
+        store_id: str,
+        chunks: Sequence[str],
+        *,
+        purpose: BatchPurpose,
+        operation_id: str,
+        first_sequence: int,
+    ) -> int:
+        """Publish one message per chunk, each a JSON array of items built by the database."""
+        events = [
+            build_batch(
+                store_id,
+                chunk,
+                purpose=purpose,
+                operation_id=operation_id,
+                sequence=first_sequence + offset,
+                source=SOURCE,
+            )
+            for offset, chunk in enumerate(chunks)
+        ]
+        for start in range(0, len(events), MESSAGES_IN_FLIGHT):
+            await self.bus.publish(events[start : start + MESSAGES_IN_FLIGHT])
+        return len(events)

@@ -10,13 +10,14 @@ is requested again. Changes made while a bootstrap runs reach the store as ordin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lojasync.batch import BatchItem, BatchPurpose
+from lojasync.batch import BatchPurpose
 from lojasync.catalog import ENTITIES
 from sync_orchestrator.batches import BatchSender
 from sync_orchestrator.operations import OperationLog
@@ -29,11 +30,29 @@ _IN_SCOPE = "NOT deleted AND (stores IS NULL OR CAST(:store_id AS TEXT) = ANY(st
 
 _COUNT = text(f"SELECT count(*) FROM record_state WHERE {_IN_SCOPE}")
 
+# One page of records in key order, as ready-made message items: PostgreSQL numbers the
+# rows, groups them `per_message` at a time and builds each group's JSON array, so no
+# record is parsed or serialized in Python.
 _PAGE = text(
-    "SELECT record_key, revision, CAST(data AS TEXT) AS data_json FROM record_state"
-    f" WHERE entity = :entity AND {_IN_SCOPE} AND record_key > :after"
-    " ORDER BY record_key LIMIT :page_rows"
+    "SELECT count(*) AS records, max(record_key) AS last_key,"
+    " CAST(json_agg(json_build_object("
+    "  'entity', entity, 'record_key', record_key, 'revision', revision,"
+    "  'deleted', false, 'record', data"
+    " ) ORDER BY record_key) AS TEXT) AS items"
+    " FROM ("
+    "  SELECT entity, record_key, revision, data,"
+    "   (row_number() OVER (ORDER BY record_key) - 1) / :per_message AS chunk"
+    "  FROM ("
+    "   SELECT entity, record_key, revision, data FROM record_state"
+    f"   WHERE entity = :entity AND {_IN_SCOPE} AND record_key > :after"
+    "   ORDER BY record_key LIMIT :page_rows"
+    "  ) AS page"
+    " ) AS numbered GROUP BY chunk ORDER BY chunk"
 )
+
+
+async def _no_rows() -> list[Any]:
+    return []
 
 
 def dependency_order() -> list[str]:
@@ -62,6 +81,20 @@ class Bootstrapper:
         self.engine = engine
         self.sender = sender
         self.log = log
+
+    async def _page(self, store_id: str, entity: str, after: str) -> list[Any]:
+        async with self.engine.connect() as connection:
+            result = await connection.execute(
+                _PAGE,
+                {
+                    "entity": entity,
+                    "store_id": store_id,
+                    "after": after,
+                    "page_rows": PAGE_ROWS,
+                    "per_message": self.sender.items_per_message,
+                },
+            )
+            return list(result.all())
 
     async def count(self, store_id: str) -> int:
         async with self.engine.connect() as connection:
@@ -93,46 +126,42 @@ class Bootstrapper:
         per_entity: dict[str, int] = dict(cursor.get("per_entity", {})) if cursor else {}
 
         for entity in order[order.index(start_entity) :]:
-            while True:
-                async with self.engine.connect() as connection:
-                    rows = (
-                        await connection.execute(
-                            _PAGE,
-                            {
-                                "entity": entity,
-                                "store_id": store_id,
-                                "after": after,
-                                "page_rows": PAGE_ROWS,
-                            },
-                        )
-                    ).all()
-                if not rows:
-                    break
-                items = [
-                    BatchItem(entity, row.record_key, row.revision, record_json=row.data_json)
-                    for row in rows
-                ]
-                messages += await self.sender.send(
-                    store_id,
-                    items,
-                    purpose=BatchPurpose.BOOTSTRAP,
-                    operation_id=operation_id,
-                    first_sequence=messages,
-                )
-                sent += len(rows)
-                per_entity[entity] = per_entity.get(entity, 0) + len(rows)
-                after = rows[-1].record_key
-                await self.log.progress(
-                    operation_id,
-                    done=sent,
-                    cursor={
-                        "entity": entity,
-                        "after": after,
-                        "sent": sent,
-                        "messages": messages,
-                        "per_entity": per_entity,
-                    },
-                )
+            # The next page is read while the current one is published.
+            next_page = asyncio.create_task(self._page(store_id, entity, after))
+            try:
+                while True:
+                    chunks = await next_page
+                    if not chunks:
+                        break
+                    records = sum(chunk.records for chunk in chunks)
+                    last_key = chunks[-1].last_key
+                    next_page = asyncio.create_task(
+                        self._page(store_id, entity, last_key)
+                        if records == PAGE_ROWS
+                        else _no_rows()
+                    )
+                    messages += await self.sender.send_serialized(
+                        store_id,
+                        [chunk.items for chunk in chunks],
+                        purpose=BatchPurpose.BOOTSTRAP,
+                        operation_id=operation_id,
+                        first_sequence=messages,
+                    )
+                    sent += records
+                    per_entity[entity] = per_entity.get(entity, 0) + records
+                    await self.log.progress(
+                        operation_id,
+                        done=sent,
+                        cursor={
+                            "entity": entity,
+                            "after": last_key,
+                            "sent": sent,
+                            "messages": messages,
+                            "per_entity": per_entity,
+                        },
+                    )
+            finally:
+                next_page.cancel()
             after = ""
 
         logger.info(

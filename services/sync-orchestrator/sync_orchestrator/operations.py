@@ -37,6 +37,8 @@ class OperationStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    # An onboarding whose report has items that wait for a person's decision.
+    AWAITING_DECISIONS = "awaiting_decisions"
 
 
 class Operation(SQLModel, table=True):
@@ -158,12 +160,17 @@ class OperationLog:
                 .values(status=OperationStatus.RUNNING.value, error=None, finished_at=None)
             )
 
-    async def finish(self, operation_id: str, result: dict[str, Any]) -> None:
+    async def finish(
+        self,
+        operation_id: str,
+        result: dict[str, Any],
+        status: OperationStatus = OperationStatus.DONE,
+    ) -> None:
         async with self.engine.begin() as connection:
             await connection.execute(
                 update(OPERATION)
                 .where(OPERATION.c.id == operation_id)
-                .values(status=OperationStatus.DONE.value, result=result, finished_at=utc_now())
+                .values(status=status.value, result=result, finished_at=utc_now())
             )
         logger.info("operation finished", extra={"operation_id": operation_id})
 
@@ -228,7 +235,10 @@ class OperationRunner:
             logger.exception("operation failed", extra={"operation_id": operation_id})
             await self.log.fail(operation_id, f"{type(exc).__name__}: {exc}")
             return
-        await self.log.finish(operation_id, result)
+        status = (
+            OperationStatus.AWAITING_DECISIONS if result.get("awaiting") else OperationStatus.DONE
+        )
+        await self.log.finish(operation_id, result, status)
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())

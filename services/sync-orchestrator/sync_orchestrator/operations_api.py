@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -21,11 +21,14 @@ from sqlalchemy import select
 
 from lojasync.catalog import ENTITIES
 from lojasync.policy import Policy
+from lojasync.reference import load_reference_tables
 from lojasync.service import ServiceRuntime
 from sync_orchestrator.batches import BatchSender
 from sync_orchestrator.bootstrap import Bootstrapper
 from sync_orchestrator.drift import DriftChecker, StoreUnreachable
+from sync_orchestrator.matching import Decision
 from sync_orchestrator.models import KNOWN_STORE
+from sync_orchestrator.onboarding import DecisionInvalid, Onboarder
 from sync_orchestrator.operations import (
     OPERATION,
     OperationKind,
@@ -60,6 +63,27 @@ class ReplayRequest(OperationRequest):
     dry_run: bool = False
 
 
+class OnboardingRequest(OperationRequest):
+    dry_run: bool = False
+
+
+class DecisionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item: int = Field(ge=1)
+    decision: Decision
+    erp_key: str | None = Field(
+        default=None, description="for a conflict: the ERP record the store's record is"
+    )
+    fields: dict[str, Literal["erp", "store"]] | None = Field(
+        default=None, description="for merge: which side's value each differing field takes"
+    )
+
+
+class DecisionsRequest(OperationRequest):
+    decisions: list[DecisionBody] = Field(min_length=1, max_length=10_000)
+
+
 class Operations:
     """The operation services of one orchestrator process, built once by the app."""
 
@@ -78,6 +102,9 @@ class Operations:
         self.replayer = Replayer(runtime.engine, self.sender, self.log)
         self.bootstrapper = Bootstrapper(runtime.engine, self.sender, self.log)
         self.checker = DriftChecker(runtime.engine, self.client, self.sender, policy)
+        self.onboarder = Onboarder(
+            runtime.engine, self.client, self.bootstrapper, policy, load_reference_tables()
+        )
         self._schedule: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
@@ -292,19 +319,79 @@ def build_router() -> APIRouter:
         )
         return await _answer(operations, operation_id, wait)
 
-    @router.get("/v1/operations/{operation_id}")
-    async def get_operation(request: Request, operation_id: str) -> dict[str, Any]:
-        view = await _operations(request).log.get(operation_id)
-        if view is None:
+    @router.post("/v1/stores/{store_id}/onboarding")
+    async def onboarding(
+        request: Request, store_id: str, body: OnboardingRequest, wait: Wait = False
+    ) -> JSONResponse:
+        """Match a store's legacy records to the ERP's, report, and apply what the policy
+        decides; the rest waits for decisions (`POST /v1/operations/{id}/decisions`)."""
+        operations = _operations(request)
+        api_url = await operations.store_url(store_id)
+        if api_url is None:
+            raise _store_not_found(store_id)
+        operation_id = await operations.log.create(
+            OperationKind.ONBOARDING, store_id, body.requested_by, {}, dry_run=body.dry_run
+        )
+        operations.runner.start(
+            operation_id,
+            lambda op: operations.onboarder.run(op, store_id, api_url, dry_run=body.dry_run),
+        )
+        return await _answer(operations, operation_id, wait)
+
+    @router.get("/v1/operations/{operation_id}/items")
+    async def onboarding_items(
+        request: Request, operation_id: str, awaiting: bool = False
+    ) -> dict[str, Any]:
+        """The items of an onboarding report; `awaiting=true` lists the undecided ones."""
+        operations = _operations(request)
+        await _operation_or_404(operations, operation_id)
+        items = await operations.onboarder.items(operation_id, awaiting_only=awaiting)
+        return {"items": items}
+
+    @router.post("/v1/operations/{operation_id}/decisions")
+    async def decide(request: Request, operation_id: str, body: DecisionsRequest) -> JSONResponse:
+        """Record a person's decisions on onboarding items, then apply them."""
+        operations = _operations(request)
+        view = await _operation_or_404(operations, operation_id)
+        if (
+            view["kind"] != OperationKind.ONBOARDING.value
+            or view["dry_run"]
+            or view["status"] != OperationStatus.AWAITING_DECISIONS.value
+        ):
             raise HTTPException(
-                404,
+                409,
                 {
-                    "code": "operation_not_found",
-                    "message": f"operation {operation_id} does not exist",
-                    "message_pt_br": f"a operação {operation_id} não existe",
+                    "code": "not_awaiting_decisions",
+                    "message": f"operation {operation_id} ({view['kind']}, {view['status']}"
+                    f"{', dry run' if view['dry_run'] else ''}) takes no decisions; only an "
+                    "onboarding that is not a dry run and awaits decisions does",
+                    "message_pt_br": f"a operação {operation_id} ({view['kind']}, "
+                    f"{view['status']}{', simulação' if view['dry_run'] else ''}) não aceita "
+                    "decisões; só uma integração real que aguarda decisões aceita",
                 },
             )
-        return view
+        try:
+            await operations.onboarder.record_decisions(
+                operation_id,
+                [decision.model_dump() for decision in body.decisions],
+                body.requested_by,
+            )
+        except DecisionInvalid as exc:
+            raise HTTPException(422, exc.as_dict()) from exc
+        api_url = await operations.store_url(view["store_id"])
+        assert api_url is not None
+        await operations.onboarder.apply_decided(
+            operation_id, view["store_id"], api_url, decided_by=body.requested_by
+        )
+        awaiting = await operations.onboarder.awaiting(operation_id)
+        result = {**(view["result"] or {}), "awaiting": awaiting}
+        status = OperationStatus.AWAITING_DECISIONS if awaiting else OperationStatus.DONE
+        await operations.log.finish(operation_id, result, status)
+        return JSONResponse(await operations.log.get(operation_id))
+
+    @router.get("/v1/operations/{operation_id}")
+    async def get_operation(request: Request, operation_id: str) -> dict[str, Any]:
+        return await _operation_or_404(_operations(request), operation_id)
 
     @router.get("/v1/operations")
     async def list_operations(
@@ -357,6 +444,20 @@ def build_router() -> APIRouter:
         return "\n".join([*lines, *checked]) + "\n"
 
     return router
+
+
+async def _operation_or_404(operations: Operations, operation_id: str) -> dict[str, Any]:
+    view = await operations.log.get(operation_id)
+    if view is None:
+        raise HTTPException(
+            404,
+            {
+                "code": "operation_not_found",
+                "message": f"operation {operation_id} does not exist",
+                "message_pt_br": f"a operação {operation_id} não existe",
+            },
+        )
+    return view
 
 
 async def _latest_finished_drift(operations: Operations, store_id: str) -> dict[str, Any] | None:
