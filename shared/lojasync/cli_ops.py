@@ -76,6 +76,32 @@ add_messages(
             "{resent} registro(s) reenviado(s) à loja {store_id}; {raised} enviado(s) pela "
             "loja como alteração.",
         ),
+        "onboard.title": (
+            "Onboarding report of {store_id}",
+            "Relatório de integração da loja {store_id}",
+        ),
+        "onboard.awaiting": (
+            "{count} item(s) wait for a decision; list them with `lojasync onboard-items "
+            "{operation_id}` and decide with `lojasync onboard-decide {operation_id} ...`.",
+            "{count} item(ns) aguardam decisão; liste-os com `lojasync onboard-items "
+            "{operation_id}` e decida com `lojasync onboard-decide {operation_id} ...`.",
+        ),
+        "onboard.dry_run": (
+            "Dry run: nothing was sent or changed.",
+            "Simulação: nada foi enviado nem alterado.",
+        ),
+        "onboard.done": (
+            "Onboarding of {store_id} is complete.",
+            "A integração da loja {store_id} está concluída.",
+        ),
+        "onboard.items_title": (
+            "Items of onboarding {operation_id}",
+            "Itens da integração {operation_id}",
+        ),
+        "onboard.field_invalid": (
+            "--field {value!r} is invalid; use NAME=erp or NAME=store",
+            "--field {value!r} é inválido; use NOME=erp ou NOME=store",
+        ),
         "kind.bootstrap": ("bootstrap", "carga inicial"),
         "kind.replay": ("replay", "reenvio"),
         "kind.drift": ("drift check", "verificação de divergências"),
@@ -141,16 +167,13 @@ async def _follow(
         except httpx.HTTPError as exc:
             raise OperationFailed(message("ops.unreachable", language, url=url, error=exc)) from exc
         if response.status_code >= 400:
-            detail = response.json().get("detail", response.text)
-            if isinstance(detail, dict):
-                detail = detail.get("message_pt_br" if language == "pt-BR" else "message", detail)
             raise OperationFailed(
                 message(
                     "ops.request_failed",
                     language,
                     url=url,
                     status=response.status_code,
-                    detail=detail,
+                    detail=_detail(response, language),
                 )
             )
         view: dict[str, Any] = response.json()
@@ -196,7 +219,7 @@ def _run(
         raise typer.Exit(2) from exc
     if as_json:
         print(json.dumps(view, indent=2, sort_keys=True))
-    if view["status"] != "done":
+    if view["status"] not in ("done", "awaiting_decisions"):
         console.print(
             message("ops.failed", language, operation_id=view["id"], error=view["error"]),
             style="red",
@@ -379,6 +402,190 @@ def repair(
             ),
             style="green",
         )
+
+
+@ops_app.command()
+def onboard(
+    store_id: Annotated[str, typer.Argument(help="The store whose legacy records to onboard.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report only; send and change nothing.")
+    ] = False,
+    orchestrator_url: OrchestratorUrl = DEFAULT_URL,
+    requested_by: RequestedBy = None,
+    as_json: AsJson = False,
+    lang: Language = None,
+) -> None:
+    """Match a store's legacy records to the ERP's and apply what the policy decides.
+
+    Exits with status 0 when onboarding is complete (or the dry run ended), 3 when items
+    wait for a person's decision.
+    """
+    language = detect_language(lang)
+    body = {"requested_by": _requester(requested_by), "dry_run": dry_run}
+    view = _run(orchestrator_url, store_id, "onboarding", body, language, as_json)
+    result = view["result"]
+    if not as_json:
+        table = Table(title=message("onboard.title", language, store_id=store_id))
+        columns = ("only_erp", "only_store", "equal", "different", "conflict", "invalid")
+        table.add_column(message("drift.entity", language))
+        for column in columns:
+            table.add_column(column, justify="right")
+        for entity, counts in result["entities"].items():
+            table.add_row(entity, *(str(counts[column]) for column in columns))
+        console.print(table)
+        if dry_run:
+            console.print(message("onboard.dry_run", language))
+        elif result["awaiting"]:
+            console.print(
+                message(
+                    "onboard.awaiting",
+                    language,
+                    count=result["awaiting"],
+                    operation_id=view["id"],
+                ),
+                style="yellow",
+            )
+        else:
+            console.print(message("onboard.done", language, store_id=store_id), style="green")
+    raise typer.Exit(3 if result["awaiting"] else 0)
+
+
+@ops_app.command("onboard-items")
+def onboard_items(
+    operation_id: Annotated[str, typer.Argument(help="The onboarding operation id.")],
+    all_items: Annotated[
+        bool, typer.Option("--all", help="List every item, not only those awaiting a decision.")
+    ] = False,
+    orchestrator_url: OrchestratorUrl = DEFAULT_URL,
+    as_json: AsJson = False,
+    lang: Language = None,
+) -> None:
+    """List the items of an onboarding report, by default those awaiting a decision."""
+    language = detect_language(lang)
+    url = f"{orchestrator_url.rstrip('/')}/v1/operations/{operation_id}/items"
+    items = _get_json(url, {"awaiting": "false" if all_items else "true"}, language)["items"]
+    if as_json:
+        print(json.dumps(items, indent=2, sort_keys=True))
+        return
+    table = Table(title=message("onboard.items_title", language, operation_id=operation_id))
+    for column in ("item", "entity", "category", "store_key", "erp_key", "allowed", "details"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        details = item["differences"] or item["candidates"] or item["errors"] or ""
+        table.add_row(
+            str(item["item"]),
+            item["entity"],
+            item["category"],
+            item["store_key"],
+            item["erp_key"] or "-",
+            ", ".join(item["allowed"]),
+            json.dumps(details, ensure_ascii=False) if details else "",
+        )
+    console.print(table)
+
+
+@ops_app.command("onboard-decide")
+def onboard_decide(
+    operation_id: Annotated[str, typer.Argument(help="The onboarding operation id.")],
+    item: Annotated[int, typer.Argument(help="The item number (see onboard-items).")],
+    decision: Annotated[str, typer.Argument(help="accept_erp, accept_store or merge.")],
+    erp_key: Annotated[
+        str | None, typer.Option("--erp-key", help="For a conflict: the ERP record it is.")
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", help="For merge: NAME=erp or NAME=store (repeatable)."),
+    ] = None,
+    orchestrator_url: OrchestratorUrl = DEFAULT_URL,
+    requested_by: RequestedBy = None,
+    as_json: AsJson = False,
+    lang: Language = None,
+) -> None:
+    """Record a decision on one onboarding item and apply it."""
+    language = detect_language(lang)
+    fields: dict[str, str] = {}
+    for value in field or []:
+        name, _, side = value.partition("=")
+        if not name or side not in ("erp", "store"):
+            console.print(message("onboard.field_invalid", language, value=value), style="red")
+            raise typer.Exit(2)
+        fields[name] = side
+    body = {
+        "requested_by": _requester(requested_by),
+        "decisions": [
+            {
+                "item": item,
+                "decision": decision,
+                "erp_key": erp_key,
+                "fields": fields or None,
+            }
+        ],
+    }
+    url = f"{orchestrator_url.rstrip('/')}/v1/operations/{operation_id}/decisions"
+    view = _post_json(url, body, language)
+    if as_json:
+        print(json.dumps(view, indent=2, sort_keys=True))
+    elif view["result"]["awaiting"]:
+        console.print(
+            message(
+                "onboard.awaiting",
+                language,
+                count=view["result"]["awaiting"],
+                operation_id=operation_id,
+            ),
+            style="yellow",
+        )
+    else:
+        console.print(message("onboard.done", language, store_id=view["store_id"]), style="green")
+    raise typer.Exit(3 if view["result"]["awaiting"] else 0)
+
+
+def _get_json(url: str, params: dict[str, str], language: str) -> dict[str, Any]:
+    return asyncio.run(_request("GET", url, language, params=params))
+
+
+def _post_json(url: str, body: dict[str, Any], language: str) -> dict[str, Any]:
+    return asyncio.run(_request("POST", url, language, json_body=body))
+
+
+async def _request(
+    method: str,
+    url: str,
+    language: str,
+    *,
+    params: dict[str, str] | None = None,
+    json_body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=120) as client:
+        try:
+            response = await client.request(method, url, params=params, json=json_body)
+        except httpx.HTTPError as exc:
+            console.print(message("ops.unreachable", language, url=url, error=exc), style="red")
+            raise typer.Exit(2) from exc
+    if response.status_code >= 400:
+        console.print(
+            message(
+                "ops.request_failed",
+                language,
+                url=url,
+                status=response.status_code,
+                detail=_detail(response, language),
+            ),
+            style="red",
+        )
+        raise typer.Exit(2)
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _detail(response: httpx.Response, language: str) -> object:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        return response.text
+    if isinstance(detail, dict):
+        return detail.get("message_pt_br" if language == "pt-BR" else "message", detail)
+    return detail
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ import jsonschema
 import orjson
 import pytest
 import yaml
+from sqlalchemy import create_engine
 
 from lojasync.batch import (
     BatchInvalid,
@@ -20,6 +21,7 @@ from lojasync.batch import (
 )
 from lojasync.buckets import MAX_BUCKETS, MIN_BUCKETS, bucket_count_for
 from lojasync.envelope import RECORD_BATCH, Envelope
+from lojasync.postgresql_only import PostgresqlRequired, require_postgresql
 from store_registry.bulk import latest_per_record
 from sync_orchestrator.bootstrap import dependency_order
 
@@ -124,3 +126,13 @@ def test_dependency_order_puts_references_first() -> None:
     assert order.index("price_table") < order.index("price")
     assert order.index("municipality") < order.index("customer")
     assert sorted(order) == sorted(set(order))
+
+
+def test_operations_need_postgresql() -> None:
+    engine = create_engine("sqlite://")
+
+    with pytest.raises(PostgresqlRequired) as raised:
+        require_postgresql(engine, "drift detection")
+
+    assert raised.value.as_dict()["code"] == "postgresql_required"
+    assert "drift detection needs PostgreSQL, but this service runs on sqlite" in str(raised.value)

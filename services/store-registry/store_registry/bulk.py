@@ -31,6 +31,7 @@ from lojasync.batch import (
 from lojasync.envelope import RECORD_BATCH, Envelope
 from lojasync.messaging import PermanentFailure
 from lojasync.persistence import record_inbox, utc_now
+from lojasync.postgresql_only import PostgresqlRequired, require_postgresql
 from lojasync.service import ServiceRuntime, Subscription
 from store_registry.repository import BULK_APPLY_LOCK
 
@@ -268,6 +269,10 @@ class BatchApplier:
         )
 
     def _parse(self, envelope: Envelope) -> list[BatchItem]:
+        try:
+            require_postgresql(self.runtime.engine, "record.batch apply")
+        except PostgresqlRequired as exc:
+            raise PermanentFailure(envelope.id, exc.message) from exc
         if envelope.type != RECORD_BATCH:
             raise PermanentFailure(
                 envelope.id, f"unexpected event type {envelope.type!r} on the batch queue"

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
@@ -22,6 +22,7 @@ from lojasync.catalog import ENTITIES
 from lojasync.envelope import RECORD_CHANGED, Envelope, changed_key
 from lojasync.partitioning import outgoing_event
 from lojasync.persistence import add_outbox, utc_now
+from lojasync.postgresql_only import PostgresqlRequired, require_postgresql
 from store_registry.domain import UPSERT, StoredRecord
 from store_registry.handlers import StoreRegistry
 from store_registry.repository import load_records, lock_records, save_records
@@ -41,7 +42,12 @@ router = APIRouter(prefix="/v1/drift", tags=["drift"])
 
 
 def _registry(request: Request) -> StoreRegistry:
+    """Return the registry, answering 501 when the store's database is not PostgreSQL."""
     registry: StoreRegistry = request.app.state.registry
+    try:
+        require_postgresql(registry.runtime.engine, "drift detection")
+    except PostgresqlRequired as exc:
+        raise HTTPException(501, exc.as_dict()) from exc
     return registry
 
 

@@ -22,6 +22,7 @@ from sqlmodel import SQLModel
 
 from lojasync.catalog import ENTITIES
 from lojasync.persistence import upsert_statement, utc_now
+from lojasync.postgresql_only import PostgresqlRequired, require_postgresql
 from store_registry.handlers import StoreRegistry
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,12 @@ router = APIRouter(prefix="/v1/onboarding", tags=["onboarding"])
 
 
 def _registry(request: Request) -> StoreRegistry:
+    """Return the registry, answering 501 when the store's database is not PostgreSQL."""
     registry: StoreRegistry = request.app.state.registry
+    try:
+        require_postgresql(registry.runtime.engine, "onboarding")
+    except PostgresqlRequired as exc:
+        raise HTTPException(501, exc.as_dict()) from exc
     return registry
 
 

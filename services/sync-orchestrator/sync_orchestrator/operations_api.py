@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from lojasync.catalog import ENTITIES
 from lojasync.policy import Policy
+from lojasync.postgresql_only import PostgresqlRequired, require_postgresql
 from lojasync.reference import load_reference_tables
 from lojasync.service import ServiceRuntime
 from sync_orchestrator.batches import BatchSender
@@ -176,6 +177,17 @@ def _operations(request: Request) -> Operations:
     return operations
 
 
+def _postgresql_operations(request: Request, feature: str) -> Operations:
+    """Return the operations, answering 501 when the orchestrator's database is not
+    PostgreSQL."""
+    operations = _operations(request)
+    try:
+        require_postgresql(operations.runtime.engine, feature)
+    except PostgresqlRequired as exc:
+        raise HTTPException(501, exc.as_dict()) from exc
+    return operations
+
+
 def _store_not_found(store_id: str) -> HTTPException:
     return HTTPException(
         404,
@@ -227,7 +239,7 @@ def build_router() -> APIRouter:
         request: Request, store_id: str, body: ReplayRequest, wait: Wait = False
     ) -> JSONResponse:
         """Re-send resolved events from the event log to a store (`dry_run` only counts)."""
-        operations = _operations(request)
+        operations = _postgresql_operations(request, "replay")
         unknown = [entity for entity in body.entities or [] if entity not in ENTITIES]
         if unknown:
             raise _unknown_entities(unknown)
@@ -260,7 +272,7 @@ def build_router() -> APIRouter:
         request: Request, store_id: str, body: OperationRequest, wait: Wait = False
     ) -> JSONResponse:
         """Send the full state in scope to a store, resuming an unfinished bootstrap."""
-        operations = _operations(request)
+        operations = _postgresql_operations(request, "bootstrap")
         if await operations.store_url(store_id) is None:
             raise _store_not_found(store_id)
         latest = await operations.log.latest(OperationKind.BOOTSTRAP, store_id)
@@ -290,7 +302,7 @@ def build_router() -> APIRouter:
         request: Request, store_id: str, body: OperationRequest, wait: Wait = False
     ) -> JSONResponse:
         """Compare a store with the orchestrator; the report is the operation's result."""
-        operations = _operations(request)
+        operations = _postgresql_operations(request, "drift detection")
         api_url = await operations.store_url(store_id)
         if api_url is None:
             raise _store_not_found(store_id)
@@ -307,7 +319,7 @@ def build_router() -> APIRouter:
         request: Request, store_id: str, body: OperationRequest, wait: Wait = False
     ) -> JSONResponse:
         """Detect drift, then re-send or raise each differing record as the policy says."""
-        operations = _operations(request)
+        operations = _postgresql_operations(request, "drift repair")
         api_url = await operations.store_url(store_id)
         if api_url is None:
             raise _store_not_found(store_id)
@@ -325,7 +337,7 @@ def build_router() -> APIRouter:
     ) -> JSONResponse:
         """Match a store's legacy records to the ERP's, report, and apply what the policy
         decides; the rest waits for decisions (`POST /v1/operations/{id}/decisions`)."""
-        operations = _operations(request)
+        operations = _postgresql_operations(request, "onboarding")
         api_url = await operations.store_url(store_id)
         if api_url is None:
             raise _store_not_found(store_id)
