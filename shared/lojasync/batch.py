@@ -56,9 +56,12 @@ def batch_queue(store_id: str) -> QueueSpec:
 class BatchItem(NamedTuple):
     """One record's resolved state in a batch; `record` is None for a deleted record.
 
-    `record_json` may carry the record already serialized (as PostgreSQL returns a JSONB
-    column cast to text), which spares parsing and re-serializing it on the sender. A
-    named tuple, because a store builds hundreds of thousands of these per second.
+    On the sender, `record_json` may carry the record already serialized (as PostgreSQL
+    returns a JSONB column cast to text), which spares parsing and re-serializing it.
+    On the wire and the receiver, a record may instead come as `record_text`, a JSON
+    string holding the record, with the sender's `content_hash` of it: the store then
+    stores both as they are and parses nothing (see `build_batch`). A named tuple, because
+    a store builds hundreds of thousands of these per second.
     """
 
     entity: str
@@ -69,6 +72,8 @@ class BatchItem(NamedTuple):
     record_json: str | None = None
     causation_id: str | None = None
     expected_revision: int | None = None
+    record_text: str | None = None
+    content_hash: str | None = None
 
     def as_json_dict(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -103,9 +108,10 @@ def build_batch(
 
     `items` is a sequence of BatchItem, or the items already serialized as a JSON array
     (PostgreSQL builds it with json_agg, which spares the sender a parse and a dump per
-    record). The body is built with orjson directly, not through `Envelope`, so that JSON
-    text goes in as is; it has the same attributes `Envelope.to_bytes` writes, and a
-    store parses it with `Envelope.from_bytes`.
+    record, and sends each record as `record_text` with its `content_hash`). The body is
+    built with orjson directly, not through `Envelope`, so that JSON text goes in as is;
+    it has the same attributes `Envelope.to_bytes` writes, and a store parses it with
+    `Envelope.from_bytes`.
     """
     serialized = (
         orjson.Fragment(items)
@@ -156,13 +162,18 @@ def _parse_item(event_id: str, index: int, raw: object) -> BatchItem:
     record = raw.get("record")
     expected = raw.get("expected_revision")
     causation_id = raw.get("causation_id")
+    record_text = raw.get("record_text")
+    content_hash = raw.get("content_hash")
     if type(entity) is not str or type(record_key) is not str:
         raise _invalid(event_id, index, "needs entity and record_key as strings")
     if type(revision) is not int or revision < 0:
         raise _invalid(event_id, index, "needs revision as an integer of 0 or more")
     if type(deleted) is not bool:
         raise _invalid(event_id, index, "deleted must be a boolean")
-    if record is None:
+    if record_text is not None:
+        if type(record_text) is not str or type(content_hash) is not str:
+            raise _invalid(event_id, index, "record_text needs content_hash, both strings")
+    elif record is None:
         if not deleted:
             raise _invalid(event_id, index, "without a record must be deleted")
     elif type(record) is not dict:
@@ -178,6 +189,8 @@ def _parse_item(event_id: str, index: int, raw: object) -> BatchItem:
         None,
         causation_id if type(causation_id) is str else None,
         expected,
+        record_text,
+        content_hash if record_text is not None else None,
     )
 
 

@@ -136,3 +136,34 @@ def test_operations_need_postgresql() -> None:
 
     assert raised.value.as_dict()["code"] == "postgresql_required"
     assert "drift detection needs PostgreSQL, but this service runs on sqlite" in str(raised.value)
+
+
+def test_batch_item_as_record_text() -> None:
+    items = (
+        '[{"entity": "unit", "record_key": "UN", "revision": 4, "deleted": false,'
+        ' "record_text": "{\\"code\\": \\"UN\\"}", "content_hash": "abc"}]'
+    )
+    event = build_batch(
+        "loja-1",
+        items,
+        purpose=BatchPurpose.BOOTSTRAP,
+        operation_id=OPERATION_ID,
+        sequence=0,
+        source="lojasync/sync-orchestrator",
+    )
+    schema = {**DOCUMENT, "$ref": "#/components/messages/recordBatch/payload"}
+
+    jsonschema.validate(orjson.loads(event.body), schema)
+    parsed = parse_batch_items(Envelope.from_bytes(event.body))
+
+    assert parsed[0].record_text == '{"code": "UN"}'
+    assert parsed[0].content_hash == "abc"
+    assert parsed[0].record is None
+
+
+def test_batch_rejects_record_text_without_hash() -> None:
+    item = {"entity": "unit", "record_key": "UN", "revision": 1, "record_text": "{}"}
+    envelope = Envelope(source="test", type=RECORD_BATCH, data={"items": [item]})
+
+    with pytest.raises(BatchInvalid, match="record_text needs content_hash"):
+        parse_batch_items(envelope)

@@ -126,8 +126,16 @@ def applies(item: BatchItem, existing: _Existing, *, repair: bool) -> bool:
 
 
 def _canonical(item: BatchItem) -> tuple[str | None, str | None]:
-    """Return the record's canonical JSON and content hash, or (None, None) for a deletion."""
-    if item.deleted or item.record is None:
+    """Return the record's JSON and content hash, or (None, None) for a deletion.
+
+    A record sent as `record_text` comes with the orchestrator's content hash, computed
+    by `lojasync.digest.content_hash` when it stored the record; both are kept as sent.
+    """
+    if item.deleted:
+        return None, None
+    if item.record_text is not None and item.content_hash is not None:
+        return item.record_text, item.content_hash
+    if item.record is None:
         return None, None
     canonical = orjson.dumps(item.record, option=orjson.OPT_SORT_KEYS)
     return canonical.decode(), hashlib.md5(canonical, usedforsecurity=False).hexdigest()
@@ -179,7 +187,7 @@ async def apply_batch_items(
     Rows the store does not have yet are written with COPY straight into `store_record`;
     rows it has are read by key and updated with one statement, only where the item
     applies. The content hash is computed here from the canonical JSON, as
-    `lojasync.digest` defines it, so a store never trusts a hash it did not compute.
+    `lojasync.digest` defines it, unless the item carries the orchestrator's.
     """
     chosen = latest_per_record(items)
     if not chosen:

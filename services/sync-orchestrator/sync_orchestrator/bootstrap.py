@@ -32,18 +32,19 @@ _COUNT = text(f"SELECT count(*) FROM record_state WHERE {_IN_SCOPE}")
 
 # One page of records in key order, as ready-made message items: PostgreSQL numbers the
 # rows, groups them `per_message` at a time and builds each group's JSON array, so no
-# record is parsed or serialized in Python.
+# record is parsed or serialized in Python. Each record goes as `record_text` with the
+# content hash the orchestrator stored, so the store parses nothing either.
 _PAGE = text(
     "SELECT count(*) AS records, max(record_key) AS last_key,"
     " CAST(json_agg(json_build_object("
     "  'entity', entity, 'record_key', record_key, 'revision', revision,"
-    "  'deleted', false, 'record', data"
+    "  'deleted', false, 'record_text', CAST(data AS TEXT), 'content_hash', content_hash"
     " ) ORDER BY record_key) AS TEXT) AS items"
     " FROM ("
-    "  SELECT entity, record_key, revision, data,"
+    "  SELECT entity, record_key, revision, data, content_hash,"
     "   (row_number() OVER (ORDER BY record_key) - 1) / :per_message AS chunk"
     "  FROM ("
-    "   SELECT entity, record_key, revision, data FROM record_state"
+    "   SELECT entity, record_key, revision, data, content_hash FROM record_state"
     f"   WHERE entity = :entity AND {_IN_SCOPE} AND record_key > :after"
     "   ORDER BY record_key LIMIT :page_rows"
     "  ) AS page"
