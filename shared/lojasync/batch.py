@@ -2,9 +2,9 @@
 
 Bootstrap, replay and repair send a store the orchestrator's state of many records at
 once. A store applies a batch item under the same rule as a `record.resolved` event (only
-a revision newer than the one it holds), so a batch sent twice changes nothing the second
+a revision newer than the one it has), so a batch sent twice changes nothing the second
 time. A repair item also names the revision the drift check saw in the store
-(`expected_revision`); the store then replaces its row if it still holds exactly that
+(`expected_revision`); the store then replaces its row if it still has exactly that
 revision, which fixes a row whose data changed without a new revision.
 
 Batches travel on their own queue per store, `<namespace>.store.<id>.batch`, bound to
@@ -28,9 +28,9 @@ from lojasync.errors import LojasyncError
 from lojasync.persistence import OutgoingEvent
 from lojasync.topology import QueueSpec
 
-# Items per batch message. At about 300 bytes per product a message is near 300 KB.
+# Items per batch message. At 130 to 300 bytes per record, a message is 130 to 300 KB.
 DEFAULT_BATCH_ITEMS = 1000
-# Unacknowledged batch messages a store holds at once (its memory bound for batches).
+# Max unacknowledged batch messages per store; this bounds a store's memory for batches.
 BATCH_PREFETCH = 8
 
 

@@ -4,7 +4,7 @@ A batch takes the transaction-level advisory lock `BULK_APPLY_LOCK` in exclusive
 every other writer of `store_record` holds it in shared mode (see
 `repository.lock_records`). So no local edit reads a row that a batch is about to change,
 and the batch needs no lock per record. Each item changes its row only when its revision
-is newer than the stored one (or, for a repair, when the store still holds the revision
+is newer than the stored one (or, for a repair, when the store still has the revision
 the drift check saw), which is the rule `domain.apply_resolved` applies to one event (see
 `applies`).
 """
@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 
 _LOCK_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:lock_id)")
 
-# The rows a batch touches, found by index; unnest's row estimate is small, so the planner
-# probes the primary key once per item instead of scanning the table.
+# The rows a batch touches, found by index. The planner estimates few rows for unnest, so
+# it probes the primary key once per item instead of scanning the table.
 _LOAD_EXISTING = text(
     "SELECT r.entity, r.record_key, r.revision, r.content_hash, r.pending_event_id"
     " FROM unnest(CAST(:entities AS TEXT[]), CAST(:record_keys AS TEXT[])) AS k(entity, record_key)"
@@ -113,8 +113,8 @@ def applies(item: BatchItem, existing: _Existing, *, repair: bool) -> bool:
     """Tell whether an item replaces a stored row (the rule of domain.apply_resolved).
 
     A newer revision always applies. A repair item also applies when the store still
-    holds the revision the drift check saw, or, for a record the check found missing,
-    when the row holds no confirmed data at a revision not newer than the item's.
+    has the revision the drift check saw, or, for a record the check found missing,
+    when the row has no confirmed data at a revision not newer than the item's.
     """
     if existing.revision < item.revision:
         return True
@@ -141,7 +141,7 @@ def _canonical(item: BatchItem) -> tuple[str | None, str | None]:
     return canonical.decode(), hashlib.md5(canonical, usedforsecurity=False).hexdigest()
 
 
-# Whether the store holds any row of an entity between two keys: one index range probe.
+# Whether the store has any row of an entity between two keys, in one index range probe.
 # A bootstrap sends keys in order, so each batch's range is new and its rows need no load.
 _ANY_IN_RANGE = text(
     "SELECT EXISTS (SELECT 1 FROM store_record WHERE entity = :entity"

@@ -42,7 +42,7 @@ router = APIRouter(prefix="/v1/drift", tags=["drift"])
 
 
 def _registry(request: Request) -> StoreRegistry:
-    """Return the registry, answering 501 when the store's database is not PostgreSQL."""
+    """Return the registry, responding 501 when the store's database is not PostgreSQL."""
     registry: StoreRegistry = request.app.state.registry
     try:
         require_postgresql(registry.runtime.engine, "drift detection")

@@ -50,7 +50,7 @@ router = APIRouter(prefix="/v1/onboarding", tags=["onboarding"])
 
 
 def _registry(request: Request) -> StoreRegistry:
-    """Return the registry, answering 501 when the store's database is not PostgreSQL."""
+    """Return the registry, responding 501 when the store's database is not PostgreSQL."""
     registry: StoreRegistry = request.app.state.registry
     try:
         require_postgresql(registry.runtime.engine, "onboarding")

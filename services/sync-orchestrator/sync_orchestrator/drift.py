@@ -2,8 +2,8 @@
 
 Detection compares per-entity, per-bucket digests that each database computes (see
 `lojasync.buckets`). Only the buckets whose digests differ are read row by row, on both
-sides, and their rows are sorted into missing (the store should hold the record and does
-not), extra (the store holds a record outside what it should hold) and different (the
+sides, and their rows are sorted into missing (the store should have the record and does
+not), extra (the store has a record outside what it should have) and different (the
 content hash differs).
 
 Repair follows the policy. Where the ERP owns the entity, or the store is simply behind
@@ -54,7 +54,7 @@ _BUCKET_ROWS = text(bucket_rows_query(_EXPECTED))
 
 
 class StoreUnreachable(Exception):
-    """The store's drift API did not answer; the message names the store and the error."""
+    """The store's drift API did not respond; the message names the store and the error."""
 
 
 @dataclass(frozen=True)

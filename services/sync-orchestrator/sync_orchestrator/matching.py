@@ -1,4 +1,4 @@
-"""Match a store's legacy records to the ERP's by natural key, and say what the policy decides.
+"""Match a store's legacy records to the ERP's by natural key, and find what the policy decides.
 
 Pure functions: no database, no HTTP. A natural key is a field that names the same real
 thing in both databases (`EntitySpec.natural_keys`): a product's GTINs, a customer's CPF

@@ -374,7 +374,7 @@ class Onboarder:
         self, row: Any, revisions: dict[tuple[str, str], tuple[int, Any]]
     ) -> dict[str, Any] | None:
         """Return the change the store raises for a decided item, or None when the ERP's
-        version stands (the store already received it with the ERP's state)."""
+        version is kept (the store already received it with the ERP's state)."""
         if row.decision == Decision.ACCEPT_ERP.value or row.store_record is None:
             return None
         key_fields = ENTITIES[row.entity].key_fields

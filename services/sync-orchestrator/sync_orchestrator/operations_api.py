@@ -1,7 +1,7 @@
 """HTTP API of the store operations: bootstrap, replay, drift check, repair, and their log.
 
-Each POST starts an operation in the background and answers 202 with the operation row;
-with `wait=true` it answers when the operation ended. `GET /v1/operations/{id}` shows the
+Each POST starts an operation in the background and responds 202 with the operation row;
+with `wait=true` it responds when the operation ended. `GET /v1/operations/{id}` shows the
 progress, and `GET /metrics` the last drift check of every store in the Prometheus text
 format.
 """
@@ -42,7 +42,7 @@ from sync_orchestrator.replay import Replayer, ReplayFilter
 
 logger = logging.getLogger(__name__)
 
-# How long `wait=true` waits before answering with the operation still running.
+# Max seconds `wait=true` waits before it responds with the operation still running.
 WAIT_SECONDS = 600.0
 
 
@@ -178,7 +178,7 @@ def _operations(request: Request) -> Operations:
 
 
 def _postgresql_operations(request: Request, feature: str) -> Operations:
-    """Return the operations, answering 501 when the orchestrator's database is not
+    """Return the operations, responding 501 when the orchestrator's database is not
     PostgreSQL."""
     operations = _operations(request)
     try:
@@ -228,7 +228,7 @@ async def _answer(operations: Operations, operation_id: str, wait: bool) -> JSON
     return JSONResponse(view, status_code=200 if finished else 202)
 
 
-Wait = Annotated[bool, Query(description="answer when the operation ended")]
+Wait = Annotated[bool, Query(description="respond when the operation ended")]
 
 
 def build_router() -> APIRouter:
@@ -318,7 +318,7 @@ def build_router() -> APIRouter:
     async def repair(
         request: Request, store_id: str, body: OperationRequest, wait: Wait = False
     ) -> JSONResponse:
-        """Detect drift, then re-send or raise each differing record as the policy says."""
+        """Detect drift, then re-send or raise each differing record as the policy decides."""
         operations = _postgresql_operations(request, "drift repair")
         api_url = await operations.store_url(store_id)
         if api_url is None:
@@ -354,7 +354,7 @@ def build_router() -> APIRouter:
     async def onboarding_items(
         request: Request, operation_id: str, awaiting: bool = False
     ) -> dict[str, Any]:
-        """The items of an onboarding report; `awaiting=true` lists the undecided ones."""
+        """List the items of an onboarding report; `awaiting=true` lists the undecided ones."""
         operations = _operations(request)
         await _operation_or_404(operations, operation_id)
         items = await operations.onboarder.items(operation_id, awaiting_only=awaiting)
@@ -412,7 +412,7 @@ def build_router() -> APIRouter:
         kind: OperationKind | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        """The operation log, newest first: the audit trail of who asked for what."""
+        """List the operation log, newest first: the audit trail of who requested what."""
         query = select(OPERATION).order_by(OPERATION.c.requested_at.desc()).limit(limit)
         if store_id is not None:
             query = query.where(OPERATION.c.store_id == store_id)
@@ -424,7 +424,7 @@ def build_router() -> APIRouter:
 
     @router.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> str:
-        """The last finished drift check of each store, in the Prometheus text format."""
+        """Return the last finished drift check of each store in the Prometheus text format."""
         operations = _operations(request)
         lines = [
             "# HELP lojasync_drift_records Records that differ from the orchestrator, "

@@ -31,7 +31,7 @@ DRY_RUN_SAMPLE = 50
 
 @dataclass(frozen=True)
 class ReplayFilter:
-    """Which resolved events to replay to `store_id`; None means no limit on that axis."""
+    """The filter of resolved events to replay to `store_id`; None sets no limit on that axis."""
 
     store_id: str
     entities: list[str] | None = None
@@ -78,7 +78,7 @@ def _where(replay: ReplayFilter) -> tuple[str, dict[str, Any]]:
 
 @dataclass
 class ReplaySummary:
-    """What a replay sent (or, in a dry run, would send)."""
+    """The events a replay sent (or, in a dry run, would send)."""
 
     events: int = 0
     messages: int = 0
