@@ -194,6 +194,10 @@ def _write_outputs(result: BenchResult, json_out: Path | None, language: str) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["ops"]:
+        from bench.ops import main as ops_main
+
+        return ops_main(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(arguments)
     try:

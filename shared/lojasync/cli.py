@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lojasync.cli_ops import register as register_operation_commands
 from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.dead_letters import list_dead_letters, republish_dead_letters
 from lojasync.embedded_broker import is_embedded_url
@@ -248,6 +249,9 @@ def _run_broker_command(coroutine: Coroutine[Any, Any, T], broker_url: str, lang
         key = "error.embedded_broker" if embedded else "error.broker"
         console.print(message(key, language, url=redact_url(broker_url), error=exc), style="red")
         raise typer.Exit(2) from exc
+
+
+register_operation_commands(app)
 
 
 def main() -> None:

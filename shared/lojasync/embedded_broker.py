@@ -871,9 +871,11 @@ async def release_hub(hub: Hub) -> None:
 class EmbeddedQueue:
     """A declared queue of an embedded broker, consumable like an aio-pika queue."""
 
-    def __init__(self, broker: EmbeddedBroker, name: str) -> None:
+    def __init__(self, broker: EmbeddedBroker, name: str, prefetch: int | None = None) -> None:
         self._broker = broker
         self.name = name
+        # Unacked deliveries to this queue's consumer; None takes the broker's prefetch.
+        self.prefetch = prefetch
 
     async def consume(self, callback: DeliveryCallback, no_ack: bool = False) -> str:
         """Start delivering to `callback` and return the consumer tag for `cancel`.
@@ -884,7 +886,7 @@ class EmbeddedQueue:
         if no_ack:
             raise ValueError("EmbeddedQueue.consume supports only no_ack=False")
         tag = self._broker._require_hub().consume(
-            self.name, callback, prefetch=self._broker.prefetch
+            self.name, callback, prefetch=self.prefetch or self._broker.prefetch
         )
         self._broker._consumer_tags.add(tag)
         return tag
@@ -1037,8 +1039,12 @@ class EmbeddedBroker(NamespaceNames):
         batch_max: int = 500,
         max_attempts: int = 12,
         health_check: HealthCheck | None = None,
+        prefetch: int | None = None,
     ) -> BatchConsumer:
-        """Consume `consumer`'s queue in batches. Without `bindings` the queue must exist."""
+        """Consume `consumer`'s queue in batches. Without `bindings` the queue must exist.
+
+        `prefetch` overrides the broker's prefetch for this consumer.
+        """
         hub = self._require_hub()
         if bindings:
             queue = self._declare(consumer, bindings)
@@ -1047,6 +1053,7 @@ class EmbeddedBroker(NamespaceNames):
             if not hub.has_queue(name):
                 raise QueueNotFound(name, self.path)
             queue = EmbeddedQueue(self, name)
+        queue.prefetch = prefetch
         # BatchConsumer is typed for aio-pika, but it only calls the members that
         # EmbeddedBroker, EmbeddedQueue and EmbeddedMessage provide with the same meaning.
         batch_consumer = BatchConsumer(

@@ -25,8 +25,10 @@ RECORD_CHANGED = "lojasync.record.changed.v1"
 RECORD_RESOLVED = "lojasync.record.resolved.v1"
 RECORD_REJECTED = "lojasync.record.rejected.v1"
 STORE_ANNOUNCED = "lojasync.store.announced.v1"
+# Many resolved records for one store in one message; see lojasync.batch.
+RECORD_BATCH = "lojasync.record.batch.v1"
 
-EVENT_TYPES = (RECORD_CHANGED, RECORD_RESOLVED, RECORD_REJECTED, STORE_ANNOUNCED)
+EVENT_TYPES = (RECORD_CHANGED, RECORD_RESOLVED, RECORD_REJECTED, STORE_ANNOUNCED, RECORD_BATCH)
 
 ERP_ORIGIN = "erp"
 

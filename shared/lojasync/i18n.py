@@ -127,3 +127,11 @@ def message(key: str, language: str, **values: object) -> str:
     english, portuguese = _MESSAGES[key]
     template = portuguese if language == PORTUGUESE else english
     return template.format(**values)
+
+
+def add_messages(messages: dict[str, tuple[str, str]]) -> None:
+    """Register (English, Portuguese) message templates of another module under its keys."""
+    clashes = sorted(set(messages) & set(_MESSAGES))
+    if clashes:
+        raise ValueError(f"message keys already registered: {', '.join(clashes)}")
+    _MESSAGES.update(messages)

@@ -316,12 +316,16 @@ class Broker(NamespaceNames):
         batch_max: int = 500,
         max_attempts: int = 12,
         health_check: HealthCheck | None = None,
+        prefetch: int | None = None,
     ) -> BatchConsumer:
-        """Consume `consumer`'s queue in batches; with no `bindings` the queue must exist."""
+        """Consume `consumer`'s queue in batches; with no `bindings` the queue must exist.
+
+        `prefetch` overrides the broker's prefetch for this queue's channel.
+        """
         if bindings:
             await self.declare_queue(consumer, bindings)
         channel = await self._require_connection().channel()
-        await channel.set_qos(prefetch_count=self.prefetch)
+        await channel.set_qos(prefetch_count=prefetch or self.prefetch)
         queue = await channel.get_queue(self.queue_name(consumer))
         batch_consumer = BatchConsumer(
             self,

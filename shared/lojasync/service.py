@@ -43,6 +43,8 @@ class Subscription:
     consumer: str
     bindings: Sequence[str]
     handler: BatchHandler
+    # Unacknowledged messages on this queue; None takes LOJASYNC_PREFETCH.
+    prefetch: int | None = None
 
 
 class ServiceRuntime:
@@ -131,6 +133,7 @@ class ServiceRuntime:
                 subscription.handler,
                 batch_max=self.settings.batch_max,
                 health_check=self.database_healthy,
+                prefetch=subscription.prefetch,
             )
             self.consumers.append(consumer)
         self.broker_connected.set()

@@ -275,7 +275,8 @@ async def running_system(
             router.mount(url, app)
 
         orchestrator = create_orchestrator_app(
-            OrchestratorSettings(**common, database_url=await fresh_database("orchestrator"))
+            OrchestratorSettings(**common, database_url=await fresh_database("orchestrator")),
+            store_transport=router,
         )
         await serve(orchestrator, ORCHESTRATOR)
 

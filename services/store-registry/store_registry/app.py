@@ -22,6 +22,7 @@ from lojasync.catalog import ENTITIES, RecordInvalid, UnknownEntity
 from lojasync.policy import PolicyViolation, load_policy
 from lojasync.reference import load_reference_tables
 from lojasync.service import ServiceRuntime
+from store_registry.bulk import BatchApplier
 from store_registry.domain import (
     EditKind,
     EditOutcome,
@@ -32,8 +33,11 @@ from store_registry.domain import (
     StoreRegistryError,
     record_view,
 )
+from store_registry.drift import router as drift_router
 from store_registry.handlers import StoreRegistry
 from store_registry.models import TABLES
+from store_registry.onboarding import ONBOARDING_TABLES
+from store_registry.onboarding import router as onboarding_router
 from store_registry.settings import StoreSettings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -94,9 +98,13 @@ def create_app(
         tables=load_reference_tables(),
     )
 
+    batches = BatchApplier(runtime, settings.store_id)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start(TABLES, [registry.subscription()])
+        await runtime.start(
+            [*TABLES, *ONBOARDING_TABLES], [registry.subscription(), batches.subscription()]
+        )
         try:
             await registry.announce()
             yield
@@ -111,6 +119,8 @@ def create_app(
     app.state.registry = registry
     _add_error_handlers(app)
     _add_routes(app)
+    app.include_router(drift_router)
+    app.include_router(onboarding_router)
     return app
 
 

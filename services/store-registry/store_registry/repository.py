@@ -35,6 +35,10 @@ _LOCK_RECORDS = text(
     ") AS ids ORDER BY lock_id"
 ).bindparams(bindparam("record_ids", type_=ARRAY(Text)))
 
+# The advisory lock id of bulk applies ("lojasync" in ASCII); see store_registry.bulk.
+BULK_APPLY_LOCK = 0x6C6F6A6173796E63
+_LOCK_BULK_SHARED = text("SELECT pg_advisory_xact_lock_shared(:lock_id)")
+
 # Counts and digests per entity, in one pass over the table. The inner query blanks the
 # content hash of every row that is not confirmed (never resolved, deleted, or without
 # data). string_agg skips the NULL lines that this yields, so the digest covers the
@@ -80,9 +84,14 @@ class EntitySummary:
 
 
 async def lock_records(connection: AsyncConnection, record_ids: Iterable[RecordId]) -> None:
-    """Lock records until the transaction ends (see `_LOCK_RECORDS`)."""
+    """Lock records until the transaction ends (see `_LOCK_RECORDS`).
+
+    Takes `BULK_APPLY_LOCK` in shared mode first, so that a bulk apply, which holds it in
+    exclusive mode, never runs between this transaction's read and its write.
+    """
     names = sorted({f"{entity}/{key}" for entity, key in record_ids})
     if names and dialect_of(connection) == POSTGRESQL:
+        await connection.execute(_LOCK_BULK_SHARED, {"lock_id": BULK_APPLY_LOCK})
         await connection.execute(_LOCK_RECORDS, {"record_ids": names})
 
 

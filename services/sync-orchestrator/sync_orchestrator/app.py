@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import httpx
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
@@ -19,6 +20,9 @@ from lojasync.service import ServiceRuntime, Subscription
 from lojasync.topology import orchestrator_partition
 from sync_orchestrator.handlers import ChangeHandler
 from sync_orchestrator.models import EVENT_LOG, KNOWN_STORE, RECORD_STATE, TABLES
+from sync_orchestrator.onboarding import ONBOARDING_TABLES
+from sync_orchestrator.operations import OPERATION_TABLES
+from sync_orchestrator.operations_api import Operations, build_router
 from sync_orchestrator.settings import OrchestratorSettings
 from sync_orchestrator.status import entity_summaries, store_summaries
 
@@ -65,20 +69,30 @@ def _state_view(row: Any) -> dict[str, Any]:
     }
 
 
-def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
+def create_app(
+    settings: OrchestratorSettings | None = None,
+    *,
+    store_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the app; `store_transport` replaces the HTTP transport to the stores' APIs."""
     settings = settings or OrchestratorSettings()
     runtime, subscriptions = build_runtime(settings)
+    operations = Operations(runtime, load_policy(), store_transport=store_transport)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start(TABLES, subscriptions)
+        await runtime.start([*TABLES, *OPERATION_TABLES, *ONBOARDING_TABLES], subscriptions)
+        operations.start_schedule(settings.drift_check_seconds)
         try:
             yield
         finally:
+            await operations.close()
             await runtime.stop()
 
     app = FastAPI(title="lojasync sync-orchestrator", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.operations = operations
+    app.include_router(build_router())
 
     @app.get("/health")
     async def health() -> dict[str, str]:

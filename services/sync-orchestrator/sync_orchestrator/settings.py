@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from lojasync.settings import CommonSettings, database_url_for
@@ -11,3 +12,8 @@ class OrchestratorSettings(CommonSettings):
     database_url: str = database_url_for("lojasync_orchestrator")
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    drift_check_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="seconds between drift checks of every known store; 0 turns them off",
+    )
