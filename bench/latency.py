@@ -37,6 +37,7 @@ from bench.results import LatencyRun
 from bench.stats import rate, summarize_latencies
 from bench.system import GATEWAY, ORCHESTRATOR, BenchSystem, asyncpg_dsn
 from bench.workload import Change, PushResult, key_of, push
+from lojasync.packing import BATCH_CONTENT_TYPE
 
 RecordId = tuple[str, str]
 
@@ -74,10 +75,13 @@ class EnvelopeTap:
         await queue.consume(self._on_message, no_ack=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        event = orjson.loads(message.body)
-        record_id = (str(event["entity"]), str(event["recordkey"]))
-        self.times[record_id] = datetime.fromisoformat(event["time"])
-        self.event_ids[record_id] = str(event["id"])
+        decoded = orjson.loads(message.body)
+        # The outbox relay packs events into JSON arrays; see lojasync.packing.
+        events = decoded if message.content_type == BATCH_CONTENT_TYPE else [decoded]
+        for event in events:
+            record_id = (str(event["entity"]), str(event["recordkey"]))
+            self.times[record_id] = datetime.fromisoformat(event["time"])
+            self.event_ids[record_id] = str(event["id"])
 
     async def stop(self) -> None:
         if self._connection is not None:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from lojasync.embedded_broker import EmbeddedBroker
 from lojasync.envelope import Envelope
 from lojasync.messaging import Broker
+from lojasync.packing import BATCH_CONTENT_TYPE, unpack
 from lojasync.partitioning import outgoing_event
 from lojasync.persistence import OutgoingEvent
 from lojasync.service import create_broker
@@ -37,6 +38,13 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+def event_bodies(message: Any) -> list[bytes]:
+    """Return the serialized events of a delivered message: itself, or a pack's events."""
+    if message.content_type == BATCH_CONTENT_TYPE:
+        return unpack(message.body)
+    return [message.body]
+
+
 class Probe:
     """A test queue bound to the namespace's exchange that collects every event it gets.
 
@@ -60,7 +68,8 @@ class Probe:
         return self
 
     async def _collect(self, message: Any) -> None:
-        self.events.append((message.routing_key or "", Envelope.from_bytes(message.body)))
+        for body in event_bodies(message):
+            self.events.append((message.routing_key or "", Envelope.from_bytes(body)))
         await message.ack()
 
     async def __aexit__(self, *exc_info: object) -> None:

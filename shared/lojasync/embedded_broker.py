@@ -57,13 +57,12 @@ from aio_pika.abc import AbstractQueue
 from lojasync.envelope import CONTENT_TYPE
 from lojasync.errors import BrokerUnavailable, ConfigurationError, LojasyncError
 from lojasync.messaging import (
-    QUEUE_HEADER,
-    REASON_HEADER,
     BatchConsumer,
     BatchHandler,
     Broker,
     HealthCheck,
     NamespaceNames,
+    dead_letter_headers,
     log_dead_lettered,
 )
 from lojasync.persistence import OutgoingEvent
@@ -1000,7 +999,7 @@ class EmbeddedBroker(NamespaceNames):
                 routing_key=event.routing_key,
                 message_id=event.event_id,
                 type=event.event_type,
-                content_type=CONTENT_TYPE,
+                content_type=event.content_type,
                 headers={PARTITION_HEADER: event.partition_key} if event.partition_key else {},
                 body=event.body,
             )
@@ -1019,9 +1018,7 @@ class EmbeddedBroker(NamespaceNames):
             raise TypeError(
                 f"EmbeddedBroker.dead_letter takes an EmbeddedMessage, not {type(message)}"
             )
-        headers = dict(message.headers)
-        headers[REASON_HEADER] = reason[:2000]
-        headers[QUEUE_HEADER] = queue
+        headers = dead_letter_headers(message.headers, queue, reason)
         reached = self._require_hub().dead_letter(message, self.dead_letter_exchange_name, headers)
         if not reached:
             logger.warning(
@@ -1029,6 +1026,35 @@ class EmbeddedBroker(NamespaceNames):
                 extra={"message_id": message.message_id, "queue": queue},
             )
         log_dead_lettered(message.message_id, message.routing_key, queue, reason)
+
+    async def dead_letter_event(
+        self,
+        message: EmbeddedMessage,
+        body: bytes,
+        *,
+        event_id: str | None,
+        event_type: str | None,
+        queue: str,
+        reason: str,
+    ) -> None:
+        """Copy one event of a pack to the dead-letter queue with the reason; the pack
+        itself is not acked here."""
+        copy = StoredMessage(
+            id=0,
+            queue="",
+            routing_key=message.routing_key,
+            message_id=event_id,
+            type=event_type,
+            content_type=CONTENT_TYPE,
+            headers=dead_letter_headers(message.headers, queue, reason),
+            body=body,
+        )
+        if self._require_hub().publish(self.dead_letter_exchange_name, [copy]):
+            logger.warning(
+                "no queue is bound to the dead-letter exchange, so the event was dropped",
+                extra={"message_id": event_id, "queue": queue},
+            )
+        log_dead_lettered(event_id, message.routing_key, queue, reason)
 
     async def consume(
         self,

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
@@ -42,6 +42,7 @@ from lojasync.errors import (
     LojasyncError,
     TransientError,
 )
+from lojasync.packing import BATCH_CONTENT_TYPE, PackInvalid, unpack
 from lojasync.persistence import OutgoingEvent, is_transient_database_error
 from lojasync.topology import (
     CHANGES_EXCHANGE_SUFFIX,
@@ -108,6 +109,14 @@ class NamespaceNames:
 
     def queue_name(self, consumer: str) -> str:
         return f"{self.namespace}.{consumer}"
+
+
+def dead_letter_headers(headers: Mapping[str, Any], queue: str, reason: str) -> dict[str, Any]:
+    """Return a message's headers with the dead-letter reason and the queue it failed in."""
+    copied = dict(headers)
+    copied[REASON_HEADER] = reason[:2000]
+    copied[QUEUE_HEADER] = queue
+    return copied
 
 
 def log_dead_lettered(
@@ -270,7 +279,7 @@ class Broker(NamespaceNames):
                     else None,
                     message_id=event.event_id,
                     type=event.event_type,
-                    content_type=CONTENT_TYPE,
+                    content_type=event.content_type,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
                 event.routing_key,
@@ -292,9 +301,7 @@ class Broker(NamespaceNames):
         exchange = self._dead_letter_exchange
         if exchange is None:
             raise BrokerUnavailable("Broker.dead_letter called before Broker.connect")
-        headers = dict(message.headers or {})
-        headers[REASON_HEADER] = reason[:2000]
-        headers[QUEUE_HEADER] = queue
+        headers = dead_letter_headers(message.headers or {}, queue, reason)
         copy = aio_pika.Message(
             message.body,
             headers=headers,
@@ -306,6 +313,33 @@ class Broker(NamespaceNames):
         await exchange.publish(copy, routing_key=message.routing_key or "")
         await message.ack()
         log_dead_lettered(message.message_id, message.routing_key, queue, reason)
+
+    async def dead_letter_event(
+        self,
+        message: AbstractIncomingMessage,
+        body: bytes,
+        *,
+        event_id: str | None,
+        event_type: str | None,
+        queue: str,
+        reason: str,
+    ) -> None:
+        """Copy one event of a pack to the dead-letter exchange with the reason; the pack
+        itself is not acked here."""
+        exchange = self._dead_letter_exchange
+        if exchange is None:
+            raise BrokerUnavailable("Broker.dead_letter_event called before Broker.connect")
+        headers = dead_letter_headers(message.headers or {}, queue, reason)
+        copy = aio_pika.Message(
+            body,
+            headers=headers,
+            message_id=event_id,
+            type=event_type,
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await exchange.publish(copy, routing_key=message.routing_key or "")
+        log_dead_lettered(event_id, message.routing_key, queue, reason)
 
     async def consume(
         self,
@@ -355,12 +389,17 @@ class Broker(NamespaceNames):
         return self._exchange
 
 
+# A delivered message and the events it carries: one, or several for a pack.
+_Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
+
+
 class BatchConsumer:
-    """Feeds a queue's messages to a handler in batches of up to `batch_max`.
+    """Feeds a queue's events to a handler in batches of about `batch_max` events.
 
     Deliveries go into a buffer bounded by the channel's prefetch; the worker takes
-    whatever is buffered (at least one message), hands the parsed events to the handler
-    in one call, and acks the batch with one `multiple` ack after the handler returned.
+    whatever is buffered (at least one message) until the batch holds `batch_max` events,
+    unpacks packs (see `lojasync.packing`), hands the events to the handler in one call,
+    and acks the batch with one `multiple` ack after the handler returned.
     """
 
     def __init__(
@@ -407,43 +446,78 @@ class BatchConsumer:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._buffer.get()]
-            while len(batch) < self._batch_max and not self._buffer.empty():
-                batch.append(self._buffer.get_nowait())
-            await self._handle(batch)
+            units: list[_Delivery] = []
+            events = 0
+            message = await self._buffer.get()
+            while True:
+                envelopes = await self._parse(message)
+                if envelopes is not None:
+                    units.append((message, envelopes))
+                    events += len(envelopes)
+                if events >= self._batch_max or self._buffer.empty():
+                    break
+                message = self._buffer.get_nowait()
+            if units:
+                await self._handle(units)
 
-    async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
-        parsed: list[tuple[AbstractIncomingMessage, Envelope]] = []
-        for message in messages:
+    async def _parse(self, message: AbstractIncomingMessage) -> list[Envelope] | None:
+        """Return the events of a message, one or a pack (see `lojasync.packing`).
+
+        A message that cannot be read is dead-lettered and None returned. An event of a
+        pack that cannot be read is dead-lettered alone, and the pack's other events
+        are returned.
+        """
+        if message.content_type != BATCH_CONTENT_TYPE:
             try:
-                parsed.append((message, Envelope.from_bytes(message.body)))
+                return [Envelope.from_bytes(message.body)]
             except EnvelopeInvalid as exc:
                 await self._dead_letter(message, str(exc))
-
-        if parsed:
-            logger.debug(
-                "batch received",
-                extra={"queue": self._queue.name, "messages": len(parsed)},
-            )
+                return None
+        try:
+            bodies = unpack(message.body)
+        except PackInvalid as exc:
+            await self._dead_letter(message, str(exc))
+            return None
+        envelopes = []
+        for body in bodies:
             try:
-                await self._call_with_retry([envelope for _, envelope in parsed])
+                envelopes.append(Envelope.from_bytes(body))
+            except EnvelopeInvalid as exc:
+                await self._dead_letter_event(message, body, None, str(exc))
+        return envelopes
+
+    async def _handle(self, units: list[_Delivery]) -> None:
+        envelopes = [envelope for _, unit_envelopes in units for envelope in unit_envelopes]
+        logger.debug(
+            "batch received",
+            extra={"queue": self._queue.name, "messages": len(units), "events": len(envelopes)},
+        )
+        if envelopes:
+            try:
+                await self._call_with_retry(envelopes)
             except PermanentFailure:
-                await self._handle_one_by_one(parsed)
+                await self._handle_one_by_one(units)
                 return
-            await self._ack(parsed[-1][0], multiple=True)
-            self.processed += len(parsed)
+        await self._ack(units[-1][0], multiple=True)
+        self.processed += len(envelopes)
 
-    async def _handle_one_by_one(
-        self, parsed: list[tuple[AbstractIncomingMessage, Envelope]]
-    ) -> None:
-        for message, envelope in parsed:
-            try:
-                await self._call_with_retry([envelope])
-            except PermanentFailure as failure:
-                await self._dead_letter(message, failure.reason)
-                continue
-            await self._ack(message, multiple=False)
-            self.processed += 1
+    async def _handle_one_by_one(self, units: list[_Delivery]) -> None:
+        for message, envelopes in units:
+            packed = message.content_type == BATCH_CONTENT_TYPE
+            for envelope in envelopes:
+                try:
+                    await self._call_with_retry([envelope])
+                except PermanentFailure as failure:
+                    if packed:
+                        await self._dead_letter_event(
+                            message, envelope.to_bytes(), envelope, failure.reason
+                        )
+                        continue
+                    await self._dead_letter(message, failure.reason)
+                    break
+                self.processed += 1
+            else:
+                await self._ack(message, multiple=False)
 
     async def _call_with_retry(self, envelopes: list[Envelope]) -> None:
         """Call the handler, retrying transient failures with capped exponential backoff.
@@ -514,6 +588,27 @@ class BatchConsumer:
                 "ack failed; the broker will redeliver",
                 extra={"queue": self._queue.name, "error": f"{type(exc).__name__}: {exc}"},
             )
+
+    async def _dead_letter_event(
+        self,
+        message: AbstractIncomingMessage,
+        body: bytes,
+        envelope: Envelope | None,
+        reason: str,
+    ) -> None:
+        """Dead-letter one event of a pack; the pack is acked once all its events are done.
+
+        If this fails, the error propagates and the pack is delivered again later, so the
+        event is not lost (its good neighbours are then skipped through the inbox).
+        """
+        await self._broker.dead_letter_event(
+            message,
+            body,
+            event_id=envelope.id if envelope is not None else None,
+            event_type=envelope.type if envelope is not None else None,
+            queue=self._queue.name,
+            reason=reason,
+        )
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         try:

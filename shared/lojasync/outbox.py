@@ -1,8 +1,9 @@
 """The outbox relay: publishes committed outbox rows in order, then deletes them.
 
-Rows are read in id order, published with publisher confirms, and deleted only after
-the broker confirmed every message of the round. A crash between publish and delete
-publishes those rows again on restart; consumers skip them through their inbox.
+Rows are read in id order, packed into messages of several events (`lojasync.packing`),
+published with publisher confirms, and deleted only after the broker confirmed every
+message of the round. A crash between publish and delete publishes those rows again on
+restart; consumers skip them through their inbox.
 
 One relay per database publishes at a time: on PostgreSQL the relay holds a
 session-level advisory lock on a dedicated connection, so a second instance of the same
@@ -20,6 +21,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lojasync.messaging import MessageBus, is_transient
+from lojasync.packing import pack_events
 from lojasync.persistence import OUTBOX, OutgoingEvent, is_sqlite_url
 
 logger = logging.getLogger(__name__)
@@ -147,18 +149,17 @@ class OutboxRelay:
         if not rows:
             return 0
 
-        await self._bus.publish(
-            [
-                OutgoingEvent(
-                    event_id=row.event_id,
-                    routing_key=row.routing_key,
-                    event_type=row.event_type,
-                    body=row.body,
-                    partition_key=row.partition_key,
-                )
-                for row in rows
-            ]
-        )
+        events = [
+            OutgoingEvent(
+                event_id=row.event_id,
+                routing_key=row.routing_key,
+                event_type=row.event_type,
+                body=row.body,
+                partition_key=row.partition_key,
+            )
+            for row in rows
+        ]
+        await self._bus.publish(pack_events(events))
 
         async with self._engine.begin() as connection:
             # Delete exactly the published ids: a transaction that took a lower id may commit

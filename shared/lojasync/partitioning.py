@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from lojasync.catalog import ENTITIES
 from lojasync.envelope import RECORD_CHANGED, STORE_ANNOUNCED, Envelope
+from lojasync.packing import partition_bucket
 from lojasync.persistence import OutgoingEvent
 from lojasync.policy import Policy, ScopeFromDistribution, load_policy
 
@@ -33,7 +34,8 @@ def partition_key(entity: str, record_key: str, policy: Policy | None = None) ->
 def outgoing_event(
     envelope: Envelope, routing_key: str, policy: Policy | None = None
 ) -> OutgoingEvent:
-    """Build the outbox row of an event, with a partition key for the orchestrator's input."""
+    """Build the outbox row of an event, with the partition bucket of its partition key for
+    the orchestrator's input."""
     key: str | None = None
     if envelope.type == RECORD_CHANGED and envelope.entity and envelope.recordkey:
         key = partition_key(envelope.entity, envelope.recordkey, policy)
@@ -44,5 +46,5 @@ def outgoing_event(
         routing_key=routing_key,
         event_type=envelope.type,
         body=envelope.to_bytes(),
-        partition_key=key,
+        partition_key=partition_bucket(key) if key is not None else None,
     )

@@ -152,8 +152,10 @@ class OutgoingEvent:
     routing_key: str
     event_type: str
     body: bytes
-    # Hashed by the orchestrator's input exchange to pick a partition; see lojasync.topology.
+    # The partition bucket of the event's partition key, which the orchestrator's input
+    # exchange hashes to pick a partition; see lojasync.topology and lojasync.packing.
     partition_key: str | None = None
+    content_type: str = "application/cloudevents+json"
 
 
 OUTBOX_WRITTEN = "lojasync_outbox_written"

@@ -28,6 +28,7 @@ from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.embedded_broker import EmbeddedBroker
 from lojasync.envelope import CONTENT_TYPE, Envelope
 from lojasync.messaging import Broker
+from lojasync.packing import BATCH_CONTENT_TYPE
 from lojasync.persistence import OutgoingEvent
 from lojasync.policy import BUNDLED_POLICY
 from lojasync.service import create_broker
@@ -38,7 +39,7 @@ from store_registry.app import create_app as create_store_app
 from store_registry.settings import StoreSettings
 from sync_orchestrator.app import create_app as create_orchestrator_app
 from sync_orchestrator.settings import OrchestratorSettings
-from tests.support import eventually
+from tests.support import event_bodies, eventually
 
 STORES = ("loja-1", "loja-2", "loja-3")
 # This store runs a policy file in which stores may edit products, as a store with an
@@ -366,16 +367,20 @@ class EventTap:
             await self._broker.close()
 
     async def _copy(self, message: Any) -> None:
-        self.messages.append(
-            TappedMessage(
-                routing_key=message.routing_key or "",
-                body=message.body,
-                headers=dict(message.headers or {}),
-                message_id=message.message_id,
-                message_type=message.type,
-                content_type=message.content_type,
+        # A pack is copied as its events, each as the single message it would have been.
+        packed = message.content_type == BATCH_CONTENT_TYPE
+        for body in event_bodies(message):
+            envelope = Envelope.from_bytes(body) if packed else None
+            self.messages.append(
+                TappedMessage(
+                    routing_key=message.routing_key or "",
+                    body=body,
+                    headers=dict(message.headers or {}),
+                    message_id=envelope.id if envelope else message.message_id,
+                    message_type=envelope.type if envelope else message.type,
+                    content_type=CONTENT_TYPE if envelope else message.content_type,
+                )
             )
-        )
         await message.ack()
 
     def of_record(self, event_type: str, entity: str, key: str) -> list[TappedMessage]:

@@ -39,7 +39,7 @@ from lojasync.envelope import (
 from lojasync.persistence import OUTBOX
 from lojasync_demo.erp_standin import ErpStandin, ErpStandinSettings, push_catalog
 from lojasync_demo.erp_standin import create_app as create_standin_app
-from tests.support import eventually
+from tests.support import event_bodies, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ class Harness:
         await eventually(self.outbox_rows, until=lambda rows: rows == 0, what="empty outbox")
         envelopes: list[Envelope] = []
         while (message := await self.changed.get(no_ack=True, fail=False)) is not None:
-            envelopes.append(Envelope.from_bytes(message.body))
+            envelopes.extend(Envelope.from_bytes(body) for body in event_bodies(message))
         return envelopes
 
     async def delivery(self, event_id: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from store_registry.app import create_app
 from store_registry.handlers import StoreRegistry
 from store_registry.settings import StoreSettings
 from tests.conftest import DatabaseFactory
-from tests.support import eventually
+from tests.support import event_bodies, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +79,8 @@ class StoreHarness:
     channel: AbstractChannel
     exchange: AbstractExchange
     outgoing: AbstractQueue
+    # Events of a pack already taken from `outgoing` and not yet returned by next_event.
+    unread: list[tuple[str, Envelope]] = field(default_factory=list)
 
     async def publish(self, event: Envelope, routing_key: str) -> None:
         message = aio_pika.Message(
@@ -152,15 +154,20 @@ class StoreHarness:
         return event
 
     async def next_event(self, wait_seconds: float = 10.0) -> tuple[str, Envelope]:
-        """Return the routing key and event of the next outgoing message."""
-        message = await eventually(
-            lambda: self.outgoing.get(no_ack=True, fail=False),
-            until=lambda found: found is not None,
-            timeout=wait_seconds,
-            what="an outgoing message",
-        )
-        assert message is not None
-        return message.routing_key or "", Envelope.from_bytes(message.body)
+        """Return the routing key and event of the next outgoing event, unpacking packs."""
+        if not self.unread:
+            message = await eventually(
+                lambda: self.outgoing.get(no_ack=True, fail=False),
+                until=lambda found: found is not None,
+                timeout=wait_seconds,
+                what="an outgoing message",
+            )
+            assert message is not None
+            self.unread.extend(
+                (message.routing_key or "", Envelope.from_bytes(body))
+                for body in event_bodies(message)
+            )
+        return self.unread.pop(0)
 
     async def view(self, entity: str, key: str) -> dict[str, Any]:
         response = await self.client.get(f"/v1/records/{entity}/{key}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lojasync.envelope import RECORD_CHANGED, RECORD_RESOLVED, STORE_ANNOUNCED, Envelope
+from lojasync.packing import partition_bucket
 from lojasync.partitioning import outgoing_event, partition_key
 
 
@@ -24,7 +25,7 @@ def test_changed_event_carries_partition_key() -> None:
 
     event = outgoing_event(envelope, "changed.price.erp")
 
-    assert event.partition_key == "price_table:BASE"
+    assert event.partition_key == partition_bucket("price_table:BASE")
     assert event.routing_key == "changed.price.erp"
     assert event.event_id == envelope.id
 
@@ -32,7 +33,9 @@ def test_changed_event_carries_partition_key() -> None:
 def test_announcement_keyed_by_store() -> None:
     envelope = Envelope(source="t", type=STORE_ANNOUNCED, data={"store_id": "loja-1"})
 
-    assert outgoing_event(envelope, "announced.store.loja-1").partition_key == "store:loja-1"
+    event = outgoing_event(envelope, "announced.store.loja-1")
+
+    assert event.partition_key == partition_bucket("store:loja-1")
 
 
 def test_resolved_event_has_no_partition_key() -> None:
