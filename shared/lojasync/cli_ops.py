@@ -280,10 +280,12 @@ def replay(
             message("replay.dry_run", language, events=result["events"], store_id=store_id)
         )
         table = Table()
-        for column in ("seq", "entity", "record_key", "revision", "deleted", "recorded_at"):
+        columns = ("seq", "entity", "record_key", "revision", "deleted", "recorded_at")
+        for column in columns:
             table.add_column(column)
+        # The stored result is JSONB, which does not keep the order of the keys.
         for item in result["sample"]:
-            table.add_row(*(str(item[column]) for column in item))
+            table.add_row(*(str(item[column]) for column in columns))
         console.print(table)
         return
     console.print(
