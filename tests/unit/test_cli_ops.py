@@ -17,7 +17,7 @@ OPERATION_ID = "op-1"
 
 
 class Orchestrator:
-    """Answers the requests the CLI sends and records them."""
+    """Responds to the requests the CLI sends, and records them."""
 
     def __init__(self, final: dict[str, Any], *, first_status: int = 202) -> None:
         self.final = final
