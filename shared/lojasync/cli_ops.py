@@ -280,10 +280,12 @@ def replay(
             message("replay.dry_run", language, events=result["events"], store_id=store_id)
         )
         table = Table()
-        for column in ("seq", "entity", "record_key", "revision", "deleted", "recorded_at"):
+        columns = ("seq", "entity", "record_key", "revision", "deleted", "recorded_at")
+        for column in columns:
             table.add_column(column)
+        # The stored result is JSONB, which does not keep the order of the keys.
         for item in result["sample"]:
-            table.add_row(*(str(item[column]) for column in item))
+            table.add_row(*(str(item[column]) for column in columns))
         console.print(table)
         return
     console.print(
@@ -353,7 +355,7 @@ def print_drift(report: dict[str, Any], language: str) -> None:
     table = Table(title=message("drift.title", language, store_id=store_id))
     for column in ("entity", "expected", "held", "missing", "extra", "different", "keys"):
         table.add_column(message(f"drift.{column}", language), overflow="fold")
-    for entity, drift_of in report["entities"].items():
+    for entity, drift_of in sorted(report["entities"].items()):
         keys = [*drift_of["missing_keys"], *drift_of["extra_keys"], *drift_of["different_keys"]]
         shown = ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else "")
         table.add_row(
@@ -430,7 +432,7 @@ def onboard(
         table.add_column(message("drift.entity", language))
         for column in columns:
             table.add_column(column, justify="right")
-        for entity, counts in result["entities"].items():
+        for entity, counts in sorted(result["entities"].items()):
             table.add_row(entity, *(str(counts[column]) for column in columns))
         console.print(table)
         if dry_run:

@@ -538,3 +538,54 @@ async def test_onboarding_reports_and_converges(
     assert left["items"] == []
     assert all(item["decided_by"] in (USER, "policy") for item in decided)
     assert all(item["applied_at"] is not None for item in decided)
+
+
+async def test_replay_filters_by_key_and_revision(system: System) -> None:
+    await loaded(system)
+    await system.push([("product", {**product(1), "description": "PRODUTO 1 NOVO"})])
+    await eventually(
+        lambda: system.central_record("product", "P01"),
+        until=lambda state: state is not None and state["revision"] == 2,
+        what="P01 at revision 2",
+    )
+
+    by_key = await run_operation(
+        system, "loja-1", "replay", {"dry_run": True, "record_keys": ["P01", "P02"]}
+    )
+    newer = await run_operation(
+        system, "loja-1", "replay", {"dry_run": True, "record_keys": ["P01"], "from_revision": 2}
+    )
+    older = await run_operation(
+        system, "loja-1", "replay", {"dry_run": True, "entities": ["product"], "to_revision": 1}
+    )
+
+    assert by_key["result"]["events"] == 3
+    assert [item["revision"] for item in newer["result"]["sample"]] == [2]
+    assert older["result"]["events"] == PRODUCTS
+
+
+async def test_scheduled_drift_check_stores_report(system: System) -> None:
+    await loaded(system)
+    operations = orchestrator_operations(system)
+
+    operations.start_schedule(0.2)
+    scheduled = await eventually(
+        lambda: system.client.get(
+            f"{ORCHESTRATOR}/v1/operations", params={"kind": "drift", "store_id": "loja-3"}
+        ),
+        until=lambda response: any(
+            item["requested_by"] == "schedule" and item["status"] == "done"
+            for item in response.json()["items"]
+        ),
+        what="a scheduled drift check of loja-3",
+    )
+    metrics = (await system.client.get(f"{ORCHESTRATOR}/metrics")).text
+    report = next(
+        item
+        for item in scheduled.json()["items"]
+        if item["requested_by"] == "schedule" and item["status"] == "done"
+    )
+
+    assert report["result"]["in_sync"] is True
+    assert 'lojasync_drift_records{store="loja-3",entity="all",kind="all"} 0' in metrics
+    assert 'lojasync_drift_checked_timestamp_seconds{store="loja-3"}' in metrics

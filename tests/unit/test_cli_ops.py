@@ -17,7 +17,7 @@ OPERATION_ID = "op-1"
 
 
 class Orchestrator:
-    """Answers the requests the CLI sends and records them."""
+    """Responds to the requests the CLI sends, and records them."""
 
     def __init__(self, final: dict[str, Any], *, first_status: int = 202) -> None:
         self.final = final
@@ -181,3 +181,26 @@ def test_onboard_decide_rejects_bad_field(orchestrator: Callable[[Orchestrator],
     assert outcome.exit_code == 2
     assert "--field 'email' is invalid" in text_of(outcome)
     assert handler.requests == []
+
+
+def test_replay_dry_run_lists_sample_columns(
+    orchestrator: Callable[[Orchestrator], None],
+) -> None:
+    sample = {
+        "seq": 7,
+        "deleted": False,
+        "entity": "product",
+        "revision": 2,
+        "record_key": "P0000042",
+        "recorded_at": "2026-12-04T23:00:00+00:00",
+    }
+    result = {"events": 1, "messages": 0, "sample": [sample]}
+    orchestrator(Orchestrator(operation("replay", "done", result)))
+
+    outcome = run("replay", "loja-1", "--dry-run", "--lang", "en")
+
+    row = next(line for line in outcome.output.splitlines() if "P0000042" in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert outcome.exit_code == 0, outcome.output
+    assert cells[:5] == ["7", "product", "P0000042", "2", "False"]
+    assert "Dry run: 1 event(s) would be sent to loja-1" in text_of(outcome)

@@ -92,7 +92,9 @@ class BatchResult:
 
 
 @dataclass(frozen=True)
-class _Existing:
+class StoredVersion:
+    """The columns of a stored row that decide whether a batch item replaces it."""
+
     revision: int
     content_hash: str | None
     pending_event_id: str | None
@@ -109,7 +111,7 @@ def latest_per_record(items: Sequence[BatchItem]) -> list[BatchItem]:
     return list(chosen.values())
 
 
-def applies(item: BatchItem, existing: _Existing, *, repair: bool) -> bool:
+def applies(item: BatchItem, existing: StoredVersion, *, repair: bool) -> bool:
     """Tell whether an item replaces a stored row (the rule of domain.apply_resolved).
 
     A newer revision always applies. A repair item also applies when the store still
@@ -151,7 +153,7 @@ _ANY_IN_RANGE = text(
 
 async def _load_existing(
     connection: AsyncConnection, items: Sequence[BatchItem]
-) -> dict[tuple[str, str], _Existing]:
+) -> dict[tuple[str, str], StoredVersion]:
     ranges: dict[str, tuple[str, str]] = {}
     for item in items:
         low, high = ranges.get(item.entity, (item.record_key, item.record_key))
@@ -172,7 +174,7 @@ async def _load_existing(
         },
     )
     return {
-        (row.entity, row.record_key): _Existing(
+        (row.entity, row.record_key): StoredVersion(
             row.revision, row.content_hash, row.pending_event_id
         )
         for row in rows
