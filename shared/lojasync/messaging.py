@@ -479,11 +479,13 @@ class BatchConsumer:
             await self._dead_letter(message, str(exc))
             return None
         envelopes = []
-        for body in bodies:
+        for index, body in enumerate(bodies):
             try:
                 envelopes.append(Envelope.from_bytes(body))
             except EnvelopeInvalid as exc:
-                await self._dead_letter_event(message, body, None, str(exc))
+                # Its own id may be missing, so the copy is named by the pack and position.
+                copy_id = f"{message.message_id}/{index}"
+                await self._dead_letter_event(message, body, copy_id, None, str(exc))
         return envelopes
 
     async def _handle(self, units: list[_Delivery]) -> None:
@@ -510,7 +512,7 @@ class BatchConsumer:
                 except PermanentFailure as failure:
                     if packed:
                         await self._dead_letter_event(
-                            message, envelope.to_bytes(), envelope, failure.reason
+                            message, envelope.to_bytes(), envelope.id, envelope.type, failure.reason
                         )
                         continue
                     await self._dead_letter(message, failure.reason)
@@ -593,7 +595,8 @@ class BatchConsumer:
         self,
         message: AbstractIncomingMessage,
         body: bytes,
-        envelope: Envelope | None,
+        event_id: str,
+        event_type: str | None,
         reason: str,
     ) -> None:
         """Dead-letter one event of a pack; the pack is acked once all its events are done.
@@ -604,8 +607,8 @@ class BatchConsumer:
         await self._broker.dead_letter_event(
             message,
             body,
-            event_id=envelope.id if envelope is not None else None,
-            event_type=envelope.type if envelope is not None else None,
+            event_id=event_id,
+            event_type=event_type,
             queue=self._queue.name,
             reason=reason,
         )

@@ -29,9 +29,11 @@ from lojasync.persistence import OutgoingEvent
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 # Partition keys are mapped onto this many buckets, and the bucket is the value the
-# consistent-hash exchange hashes. Many more buckets than partitions keep the load even
-# over the partitions; fewer buckets than the records of a push let the relay pack.
-PARTITION_BUCKETS = 256
+# consistent-hash exchange hashes. Several buckets per partition keep the load even over
+# the partitions (LOJASYNC_PARTITIONS, 4 by default); few buckets let the relay pack even
+# a push of a hundred records into messages of several events. Changing it moves keys
+# between partitions, so every service of a deployment must use the same value.
+PARTITION_BUCKETS = 32
 
 # A pack holds at most this many events and about this many bytes of event bodies. The
 # consumer's prefetch counts messages, so this bounds a consumer's memory to about

@@ -18,6 +18,7 @@ from lojasync.dead_letters import list_dead_letters
 from lojasync.embedded_broker import EmbeddedBroker
 from lojasync.envelope import RECORD_CHANGED, Envelope
 from lojasync.messaging import QUEUE_HEADER, REASON_HEADER, Broker, PermanentFailure
+from lojasync.packing import BATCH_CONTENT_TYPE, pack_events
 from lojasync.persistence import OutgoingEvent
 from tests.support import Collector, eventually
 
@@ -293,6 +294,48 @@ async def test_batch_consumer_with_poison(connect: Connect) -> None:
     assert letters["poison"].queue == broker.queue_name("batched")
     assert "not JSON" in letters["not-json"].reason
     await depth_reaches(broker, "batched", 0)
+
+
+async def test_batch_consumer_with_packs(connect: Connect) -> None:
+    broker = await connect()
+    handled: list[str] = []
+
+    async def handler(envelopes: Sequence[Envelope]) -> None:
+        ids = [envelope.id for envelope in envelopes]
+        if "poison" in ids:
+            raise PermanentFailure("poison", "rejected by the test handler")
+        handled.extend(ids)
+
+    events = (
+        [envelope_event(f"e{i}") for i in range(10)]
+        + [envelope_event("poison")]
+        + [event("unreadable", "changed.product.erp", body=b'{"id": "unreadable"}')]
+        + [envelope_event(f"f{i}") for i in range(10)]
+    )
+    packs = pack_events(events, max_events=8)
+    await broker.declare_queue("packed", ["changed.#"])
+    await broker.publish(packs)
+    consumer = await broker.consume("packed", [], handler, batch_max=100)
+    await depth_reaches(broker, "dead-letters", 2)
+    await eventually(
+        _constant(consumer),
+        until=lambda batch: batch.processed == 20,
+        timeout=10,
+        what="20 processed events",
+    )
+    letters = {
+        letter.message_id: letter
+        for letter in await list_dead_letters(connect.url, connect.namespace)
+    }
+
+    assert [pack.content_type for pack in packs] == [BATCH_CONTENT_TYPE] * 3
+    assert handled == [f"e{i}" for i in range(10)] + [f"f{i}" for i in range(10)]
+    unreadable = f"{packs[1].event_id}/3"
+    assert set(letters) == {"poison", unreadable}
+    assert letters["poison"].reason == "rejected by the test handler"
+    assert letters["poison"].queue == broker.queue_name("packed")
+    assert "not a valid CloudEvent" in letters[unreadable].reason
+    await depth_reaches(broker, "packed", 0)
 
 
 def _constant(value: Any) -> Callable[[], Awaitable[Any]]:
