@@ -210,3 +210,18 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return embedded_database_url(f"{label.replace('-', '_')}_{uuid.uuid4().hex[:8]}", directory)
 
     return Backend("embedded", embedded_broker_url(directory), create)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print each distinct reason for skipped tests once, with how many it skipped."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if not reasons:
+        return
+    terminalreporter.section("skipped tests")
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.line(f"{count} skipped: {reason}")

@@ -29,7 +29,7 @@ from rich.console import Console
 
 from lojasync.cli import print_report
 from lojasync.convergence import ConvergenceReport, compare_stores
-from lojasync.i18n import PORTUGUESE
+from lojasync.i18n import PORTUGUESE, format_number
 from lojasync.logs import KeyValueFormatter
 from lojasync.persistence import drop_database, ensure_database
 from lojasync.reference import load_reference_tables
@@ -93,6 +93,10 @@ async def _check_servers(broker_url: str, server: str) -> None:
             "inicie-o ou defina LOJASYNC_DATABASE_SERVER (por exemplo "
             "postgresql+asyncpg://usuario@host:5432)",
         ) from exc
+
+
+def _pt(value: float, decimals: int = 0) -> str:
+    return format_number(value, PORTUGUESE, decimals)
 
 
 def _say(language: str, english: str, portuguese: str) -> None:
@@ -365,8 +369,9 @@ async def _load_catalog(client: httpx.AsyncClient, products: int, language: str)
         language,
         f"Pushing {len(records):,} records to the ERP gateway ({len(reference):,} from the real "
         f"NCM, CEST, CFOP, CST and IBGE tables, {products:,} products with their prices)...",
-        f"Enviando {len(records):,} registros ao ERP gateway ({len(reference):,} das tabelas reais "
-        f"de NCM, CEST, CFOP, CST e municípios do IBGE, {products:,} produtos com seus preços)...",
+        f"Enviando {_pt(len(records))} registros ao ERP gateway ({_pt(len(reference))} das "
+        f"tabelas reais de NCM, CEST, CFOP, CST e municípios do IBGE, {_pt(products)} produtos "
+        "com seus preços)...",
     )
     started = time.perf_counter()
     totals = await push_catalog(f"http://127.0.0.1:{GATEWAY_PORT}", records, client=client)
@@ -378,9 +383,9 @@ async def _load_catalog(client: httpx.AsyncClient, products: int, language: str)
         f"  accepted {totals['accepted']:,}, rejected {totals['rejected']:,} in {pushed:.1f} s; "
         f"all 3 stores converged after {elapsed:.1f} s "
         f"({len(records) / elapsed:,.0f} records/s to 3 stores).",
-        f"  aceitos {totals['accepted']:,}, rejeitados {totals['rejected']:,} em {pushed:.1f} s; "
-        f"as 3 lojas convergiram após {elapsed:.1f} s "
-        f"({len(records) / elapsed:,.0f} registros/s para 3 lojas).",
+        f"  aceitos {_pt(totals['accepted'])}, rejeitados {_pt(totals['rejected'])} em "
+        f"{_pt(pushed, 1)} s; as 3 lojas convergiram após {_pt(elapsed, 1)} s "
+        f"({_pt(len(records) / elapsed)} registros/s para 3 lojas).",
     )
 
 

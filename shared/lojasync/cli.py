@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import aio_pika
 import httpx
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -92,11 +93,21 @@ def print_report(
         output.print(message("status.no_stores", language))
         return
 
-    table = Table(title=message("status.title", language))
+    # Without vertical rules the table fits 80 columns in both languages.
+    table = Table(
+        title=message("status.title", language),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for column in ("store", "entity", "expected", "held", "pending", "digest", "match"):
+        header = message(f"status.{column}", language)
         table.add_column(
-            message(f"status.{column}", language),
+            header,
+            min_width=len(header),
             justify="right" if column in ("expected", "held", "pending") else "left",
+            # On a narrow terminal the headers wrap; names and digests stay whole.
+            no_wrap=column in ("store", "entity", "digest"),
         )
     for store in report.stores:
         if not store.reachable:
@@ -203,7 +214,9 @@ def list_dead_letters_command(
         print(json.dumps([letter.as_dict() for letter in letters], indent=2))
         return
     if not letters:
-        console.print(message("dead_letters.none", language))
+        queue = f"{namespace}.dead-letters"
+        url = redact_url(broker_url)
+        console.print(message("dead_letters.none", language, queue=queue, url=url))
         return
     table = Table(title=message("dead_letters.title", language, count=len(letters)))
     for column in ("message_id", "queue", "routing_key", "reason"):

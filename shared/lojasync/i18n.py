@@ -39,8 +39,10 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "Nenhuma loja se anunciou ao orquestrador ainda.",
     ),
     "dead_letters.none": (
-        "The dead-letter queue is empty.",
-        "A fila de mensagens mortas está vazia.",
+        "The dead-letter queue {queue} at {url} is empty (the namespace is set with "
+        "--namespace; the demo uses lojasync-demo).",
+        "A fila de mensagens mortas {queue} em {url} está vazia (o namespace é definido com "
+        "--namespace; a demonstração usa lojasync-demo).",
     ),
     "dead_letters.title": ("{count} dead letter(s)", "{count} mensagem(ns) morta(s)"),
     "dead_letters.message_id": ("message id", "id da mensagem"),
@@ -119,8 +121,25 @@ def detect_language(requested: str | None = None) -> str:
         raise UnknownLanguage(
             f"--lang {requested!r} is not supported; use one of: {', '.join(LANGUAGES)}"
         )
-    choice = os.environ.get("LOJASYNC_LANG") or os.environ.get("LANG", "")
+    # LOJASYNC_LANG first, then the POSIX order for messages: LC_ALL, LC_MESSAGES, LANG.
+    choice = ""
+    for variable in ("LOJASYNC_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
+        choice = os.environ.get(variable, "")
+        if choice:
+            break
     return PORTUGUESE if choice.lower().replace("_", "-").startswith("pt") else ENGLISH
+
+
+_PORTUGUESE_SEPARATORS = str.maketrans(",.", ".,")
+
+
+def format_number(value: float, language: str, decimals: int = 0) -> str:
+    """Format `value` with thousands separators and `decimals` decimals, as `language`
+    writes numbers: 19,645.5 in English, 19.645,5 in Brazilian Portuguese."""
+    text = f"{value:,.{decimals}f}"
+    if language != PORTUGUESE:
+        return text
+    return text.translate(_PORTUGUESE_SEPARATORS)
 
 
 def message(key: str, language: str, **values: object) -> str:

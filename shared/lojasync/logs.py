@@ -9,6 +9,8 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)
     "message",
     "asctime",
     "taskName",
+    # uvicorn adds a copy of its message with terminal colour codes.
+    "color_message",
 }
 
 
