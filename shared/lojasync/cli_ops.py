@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lojasync.i18n import UnknownLanguage, add_messages, detect_language, message
+from lojasync.i18n import (
+    PORTUGUESE,
+    UnknownLanguage,
+    add_messages,
+    detect_language,
+    format_number,
+    message,
+)
 
 console = Console()
 POLL_SECONDS = 0.25
@@ -282,10 +289,10 @@ def replay(
         table = Table()
         columns = ("seq", "entity", "record_key", "revision", "deleted", "recorded_at")
         for column in columns:
-            table.add_column(column)
+            table.add_column(_column(column, language))
         # The stored result is JSONB, which does not keep the order of the keys.
         for item in result["sample"]:
-            table.add_row(*(str(item[column]) for column in columns))
+            table.add_row(*(_cell(item[column], language) for column in columns))
         console.print(table)
         return
     console.print(
@@ -348,7 +355,12 @@ def print_drift(report: dict[str, Any], language: str) -> None:
     store_id = report["store_id"]
     if report["in_sync"]:
         console.print(
-            message("drift.in_sync", language, store_id=store_id, seconds=report["seconds"]),
+            message(
+                "drift.in_sync",
+                language,
+                store_id=store_id,
+                seconds=format_number(report["seconds"], language, 3),
+            ),
             style="green",
         )
         return
@@ -374,7 +386,7 @@ def print_drift(report: dict[str, Any], language: str) -> None:
             language,
             store_id=store_id,
             differences=report["differences"],
-            seconds=report["seconds"],
+            seconds=format_number(report["seconds"], language, 3),
         ),
         style="red",
     )
@@ -431,7 +443,7 @@ def onboard(
         columns = ("only_erp", "only_store", "equal", "different", "conflict", "invalid")
         table.add_column(message("drift.entity", language))
         for column in columns:
-            table.add_column(column, justify="right")
+            table.add_column(_column(column, language), justify="right")
         for entity, counts in sorted(result["entities"].items()):
             table.add_row(entity, *(str(counts[column]) for column in columns))
         console.print(table)
@@ -471,7 +483,7 @@ def onboard_items(
         return
     table = Table(title=message("onboard.items_title", language, operation_id=operation_id))
     for column in ("item", "entity", "category", "store_key", "erp_key", "allowed", "details"):
-        table.add_column(column, overflow="fold")
+        table.add_column(_column(column, language), overflow="fold")
     for item in items:
         details = item["differences"] or item["candidates"] or item["errors"] or ""
         table.add_row(
@@ -578,6 +590,39 @@ async def _request(
         raise typer.Exit(2)
     body: dict[str, Any] = response.json()
     return body
+
+
+# Portuguese headers of the tables whose English headers are the JSON keys.
+_COLUMNS_PT_BR = {
+    "seq": "seq",
+    "entity": "entidade",
+    "record_key": "chave",
+    "revision": "revisão",
+    "deleted": "excluído",
+    "recorded_at": "registrado em",
+    "only_erp": "só no ERP",
+    "only_store": "só na loja",
+    "equal": "iguais",
+    "different": "diferentes",
+    "conflict": "conflitos",
+    "invalid": "inválidos",
+    "item": "item",
+    "category": "categoria",
+    "store_key": "chave na loja",
+    "erp_key": "chave no ERP",
+    "allowed": "decisões possíveis",
+    "details": "detalhes",
+}
+
+
+def _column(name: str, language: str) -> str:
+    return _COLUMNS_PT_BR.get(name, name) if language == PORTUGUESE else name
+
+
+def _cell(value: object, language: str) -> str:
+    if isinstance(value, bool):
+        return message("status.yes" if value else "status.no", language)
+    return str(value)
 
 
 def _detail(response: httpx.Response, language: str) -> object:

@@ -3,9 +3,9 @@
 The outbox relay packs the events of one round into fewer messages, and `BatchConsumer`
 unpacks them, so services see single events and the broker, the AMQP clients and the
 acks handle a message per pack instead of per event. A pack's body is a JSON array of
-CloudEvents, with the content type `application/cloudevents-batch+json` of the
-CloudEvents JSON format, section 4 ("JSON Batch Format"). A pack holds events with the
-same routing key only, so topic bindings see the same keys as before.
+CloudEvents, with the content type `application/cloudevents-batch+json` (JSON Event
+Format for CloudEvents 1.0, section 4, "JSON Batch Format"). A pack contains events
+with the same routing key only, so topic bindings see the same keys as before.
 
 Order. Events without a partition key (`resolved`, `rejected`) are packed in runs of
 consecutive events, so each queue receives them in the order they were written. Events
@@ -30,12 +30,12 @@ BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 # Partition keys are mapped onto this many buckets, and the bucket is the value the
 # consistent-hash exchange hashes. Several buckets per partition keep the load even over
-# the partitions (LOJASYNC_PARTITIONS, 4 by default); few buckets let the relay pack even
+# the partitions (LOJASYNC_PARTITIONS, 4 by default). Few buckets let the relay pack even
 # a push of a hundred records into messages of several events. Changing it moves keys
 # between partitions, so every service of a deployment must use the same value.
 PARTITION_BUCKETS = 32
 
-# A pack holds at most this many events and about this many bytes of event bodies. The
+# A pack contains at most this many events and about this many bytes of event bodies. The
 # consumer's prefetch counts messages, so this bounds a consumer's memory to about
 # prefetch x MAX_PACK_BYTES.
 MAX_PACK_EVENTS = 100

@@ -23,6 +23,7 @@ from lojasync.errors import BrokerUnavailable
 from lojasync.persistence import OutgoingEvent
 from store_registry.settings import StoreSettings
 from sync_orchestrator import bootstrap as bootstrap_module
+from sync_orchestrator.operations import OperationKind
 from sync_orchestrator.operations_api import Operations
 from tests.conftest import DatabaseFactory
 from tests.integration.system import (
@@ -589,3 +590,70 @@ async def test_scheduled_drift_check_stores_report(system: System) -> None:
     assert report["result"]["in_sync"] is True
     assert 'lojasync_drift_records{store="loja-3",entity="all",kind="all"} 0' in metrics
     assert 'lojasync_drift_checked_timestamp_seconds{store="loja-3"}' in metrics
+
+
+# --- Bad input and interrupted operations --------------------------------------------------
+
+
+async def post_operation(
+    system: System, store_id: str, kind: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    response = await system.client.post(
+        f"{ORCHESTRATOR}/v1/stores/{store_id}/{kind}", json={"requested_by": USER, **body}
+    )
+    detail: dict[str, Any] = response.json()["detail"]
+    return response.status_code, detail
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"from_revision": 5, "to_revision": 2}, "to_revision"),
+        ({"since": "2026-12-05T00:00:00Z", "until": "2026-12-01T00:00:00Z"}, "until"),
+    ],
+)
+async def test_replay_inverted_range_rejected(
+    system: System, body: dict[str, Any], field: str
+) -> None:
+    status, detail = await post_operation(system, "loja-1", "replay", body)
+    operations = (
+        await system.client.get(f"{ORCHESTRATOR}/v1/operations", params={"store_id": "loja-1"})
+    ).json()["items"]
+
+    assert status == 422
+    assert detail["code"] == "range_invalid"
+    assert detail["field"] == field
+    assert field in detail["message"]
+    assert field in detail["message_pt_br"]
+    assert operations == []
+
+
+async def test_replay_unknown_entity_names_field(system: System) -> None:
+    status, detail = await post_operation(system, "loja-1", "replay", {"entities": ["produto"]})
+
+    assert status == 422
+    assert detail["field"] == "entities"
+    assert "produto" in detail["message_pt_br"]
+
+
+async def test_invalid_body_answers_both_languages(system: System) -> None:
+    status, detail = await post_operation(system, "loja-1", "replay", {"from_revision": 0})
+
+    assert status == 422
+    assert detail["code"] == "request_invalid"
+    assert detail["errors"][0]["field"] == "from_revision"
+    assert "from_revision" in detail["message"]
+    assert "from_revision" in detail["message_pt_br"]
+
+
+async def test_running_operation_marked_interrupted(system: System) -> None:
+    operations = orchestrator_operations(system)
+    operation_id = await operations.log.create(OperationKind.BOOTSTRAP, "loja-1", USER, {})
+
+    interrupted = await operations.log.mark_interrupted()
+    view = await operations.log.get(operation_id)
+
+    assert interrupted == 1
+    assert view is not None
+    assert view["status"] == "interrupted"
+    assert "request it again" in view["error"]

@@ -202,5 +202,5 @@ def test_replay_dry_run_lists_sample_columns(
     row = next(line for line in outcome.output.splitlines() if "P0000042" in line)
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
     assert outcome.exit_code == 0, outcome.output
-    assert cells[:5] == ["7", "product", "P0000042", "2", "False"]
+    assert cells[:5] == ["7", "product", "P0000042", "2", "NO"]
     assert "Dry run: 1 event(s) would be sent to loja-1" in text_of(outcome)

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from lojasync.api_errors import request_invalid
 from lojasync.catalog import ENTITIES
 from lojasync.logs import configure_logging
 from lojasync.persistence import database_ready
@@ -82,6 +84,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start([*TABLES, *OPERATION_TABLES, *ONBOARDING_TABLES], subscriptions)
+        await operations.log.mark_interrupted()
         operations.start_schedule(settings.drift_check_seconds)
         try:
             yield
@@ -90,6 +93,7 @@ def create_app(
             await runtime.stop()
 
     app = FastAPI(title="lojasync sync-orchestrator", version="0.1.0", lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, request_invalid)
     app.state.runtime = runtime
     app.state.operations = operations
     app.include_router(build_router())

@@ -38,6 +38,8 @@ class OperationStatus(StrEnum):
     FAILED = "failed"
     # An onboarding whose report has items that wait for a person's decision.
     AWAITING_DECISIONS = "awaiting_decisions"
+    # Running when the orchestrator stopped; requesting it again resumes or repeats it.
+    INTERRUPTED = "interrupted"
 
 
 class Operation(SQLModel, table=True):
@@ -150,6 +152,31 @@ class OperationLog:
             await connection.execute(
                 update(OPERATION).where(OPERATION.c.id == operation_id).values(**values)
             )
+
+    async def mark_interrupted(self) -> int:
+        """Mark the operations left running by a stopped process as interrupted.
+
+        NOTE: this assumes that one orchestrator process runs operations. A second one
+        starting while the first runs an operation marks it too; the first still
+        finishes it, and its `finish` sets the final status.
+        """
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(OPERATION)
+                .where(OPERATION.c.status == OperationStatus.RUNNING.value)
+                .values(
+                    status=OperationStatus.INTERRUPTED.value,
+                    error="the orchestrator stopped while this operation ran; request it "
+                    "again to resume it (a bootstrap continues from its last batch)",
+                )
+            )
+        interrupted = result.rowcount or 0
+        if interrupted:
+            logger.warning(
+                "operations left running by a stopped orchestrator marked interrupted",
+                extra={"operations": interrupted},
+            )
+        return interrupted
 
     async def reopen(self, operation_id: str) -> None:
         async with self.engine.begin() as connection:

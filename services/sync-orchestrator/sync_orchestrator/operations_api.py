@@ -209,11 +209,35 @@ def _unknown_entities(entities: list[str]) -> HTTPException:
         422,
         {
             "code": "unknown_entity",
-            "message": f"unknown entities: {names}; use these: {known}",
-            "message_pt_br": f"entidades desconhecidas: {names}; use estas: {known}",
+            "field": "entities",
+            "message": f"entities (--entity): unknown entity {names}; use one of: {known}",
+            "message_pt_br": f"entities (--entity): entidade desconhecida {names}; use uma "
+            f"destas: {known}",
             "entities": sorted(ENTITIES),
         },
     )
+
+
+def _check_ranges(body: ReplayRequest) -> None:
+    """Reject a revision or time range whose start comes after its end."""
+    ranges = (
+        ("from_revision", body.from_revision, "to_revision", body.to_revision),
+        ("since", body.since, "until", body.until),
+    )
+    for start_field, start, end_field, end in ranges:
+        if start is None or end is None or start <= end:  # type: ignore[operator]
+            continue
+        raise HTTPException(
+            422,
+            {
+                "code": "range_invalid",
+                "field": end_field,
+                "message": f"{end_field} ({end}) is before {start_field} ({start}); give an "
+                f"{end_field} at or after {start_field}, or leave one of them out",
+                "message_pt_br": f"{end_field} ({end}) vem antes de {start_field} ({start}); "
+                f"informe um {end_field} igual ou posterior a {start_field}, ou omita um deles",
+            },
+        )
 
 
 async def _answer(operations: Operations, operation_id: str, wait: bool) -> JSONResponse:
@@ -243,6 +267,7 @@ def build_router() -> APIRouter:
         unknown = [entity for entity in body.entities or [] if entity not in ENTITIES]
         if unknown:
             raise _unknown_entities(unknown)
+        _check_ranges(body)
         if await operations.store_url(store_id) is None:
             raise _store_not_found(store_id)
         replay_filter = ReplayFilter(
