@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from lojasync.embedded_broker import EmbeddedBroker
 from lojasync.envelope import Envelope
 from lojasync.messaging import Broker
-from lojasync.packing import BATCH_CONTENT_TYPE, unpack
+from lojasync.packing import BATCH_CONTENT_TYPE, pack_events, unpack
 from lojasync.partitioning import outgoing_event
 from lojasync.persistence import OutgoingEvent
 from lojasync.service import create_broker
@@ -81,6 +81,13 @@ class Probe:
         """Publish as a service's outbox relay would, partition header included."""
         assert self._broker is not None, "Probe.publish needs `async with` first"
         await self._broker.publish([outgoing_event(envelope, routing_key)])
+
+    async def publish_pack(self, envelopes: list[Envelope], routing_key: str) -> None:
+        """Publish `envelopes` in one pack message, as an outbox relay packs a round."""
+        assert self._broker is not None, "Probe.publish_pack needs `async with` first"
+        events = [outgoing_event(envelope, routing_key) for envelope in envelopes]
+        [pack] = pack_events(events)
+        await self._broker.publish([pack])
 
     async def publish_raw(self, body: bytes, routing_key: str) -> None:
         assert self._broker is not None, "Probe.publish_raw needs `async with` first"

@@ -126,6 +126,22 @@ async def test_duplicate_delivery_decided_once(
     assert events[0]["revision"] == 1
 
 
+async def test_duplicate_in_one_pack_decided_once(
+    orchestrator: httpx.AsyncClient, probe: Probe
+) -> None:
+    # A relay that published a pack and crashed before deleting its rows publishes the
+    # same events again, so one consumer batch can hold the same event twice.
+    event = changed("product", "P1", "erp", product())
+    later = changed("product", "P1", "erp", product(description="CERVEJA LATA 350ML"))
+
+    await probe.publish_pack([event, later, event, later], changed_key("product", "erp"))
+    await probe.wait_for(2, RECORD_RESOLVED)
+    events = (await orchestrator.get("/v1/records/product/P1/events")).json()["items"]
+
+    assert [item["revision"] for item in events] == [1, 2]
+    assert [resolved.revision for _, resolved in probe.of_type(RECORD_RESOLVED)] == [1, 2]
+
+
 async def test_unchanged_erp_push_publishes_nothing(
     orchestrator: httpx.AsyncClient, probe: Probe
 ) -> None:
