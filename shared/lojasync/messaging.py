@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -393,6 +393,22 @@ class Broker(NamespaceNames):
 _Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
 
 
+def _first_copies(envelopes: Iterable[Envelope]) -> list[Envelope]:
+    """Return the envelopes without repeated event ids, keeping each id's first copy.
+
+    A relay that published a round and lost its connection before deleting the rows
+    publishes the same events again, so one batch can hold an event twice. Handlers
+    record each id in their inbox once, so they would apply both copies.
+    """
+    seen: set[str] = set()
+    first = []
+    for envelope in envelopes:
+        if envelope.id not in seen:
+            seen.add(envelope.id)
+            first.append(envelope)
+    return first
+
+
 class BatchConsumer:
     """Feeds a queue's events to a handler in batches of about `batch_max` events.
 
@@ -489,7 +505,9 @@ class BatchConsumer:
         return envelopes
 
     async def _handle(self, units: list[_Delivery]) -> None:
-        envelopes = [envelope for _, unit_envelopes in units for envelope in unit_envelopes]
+        envelopes = _first_copies(
+            envelope for _, unit_envelopes in units for envelope in unit_envelopes
+        )
         logger.debug(
             "batch received",
             extra={"queue": self._queue.name, "messages": len(units), "events": len(envelopes)},

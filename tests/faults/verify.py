@@ -445,14 +445,25 @@ async def _assert_erp_received(
     client: httpx.AsyncClient, system: FaultSystem, expectation: Expectation, snapshot: Snapshot
 ) -> None:
     received = await get_json(client, f"{system.erp_url}/erp/received", limit=10_000)
-    calls = Counter(
-        (item["record_key"], item["revision"])
-        for item in received["items"]
-        if item["entity"] == "customer"
-    )
-    twice = [
-        f"customer {key} revision {revision}: {number} calls"
-        for (key, revision), number in calls.items()
+    customers = [item for item in received["items"] if item["entity"] == "customer"]
+    calls = Counter((item["record_key"], item["revision"]) for item in customers)
+    # Callbacks are at least once: a gateway killed after the ERP answered and before it
+    # recorded the delivery calls again. A repeated call must be the same event (the ERP
+    # deduplicates by event_id), and only the first call of an event may apply it.
+    event_ids: dict[tuple[str, int], set[str]] = {}
+    applied = Counter()
+    for item in customers:
+        record_revision = (item["record_key"], item["revision"])
+        event_ids.setdefault(record_revision, set()).add(item["event_id"])
+        applied[record_revision] += bool(item["applied"])
+    distinct_events = [
+        f"customer {key} revision {revision}: events {sorted(ids)}"
+        for (key, revision), ids in event_ids.items()
+        if len(ids) > 1
+    ]
+    applied_twice = [
+        f"customer {key} revision {revision}: applied {number} times"
+        for (key, revision), number in applied.items()
         if number > 1
     ]
     missing = [
@@ -462,6 +473,9 @@ async def _assert_erp_received(
         if calls[(plan.record_key, revision)] == 0
     ]
     assert not missing, f"the ERP did not receive customer revisions: {_listed(missing)}"
-    assert not twice, f"the ERP received customer revisions more than once: {_listed(twice)}"
+    assert not distinct_events, (
+        f"one customer revision reached the ERP as different events: {_listed(distinct_events)}"
+    )
+    assert not applied_twice, f"the ERP applied a customer revision twice: {_listed(applied_twice)}"
     final = erp_customer_mismatches(expectation, snapshot)
     assert not final, f"the ERP's customers are not the final ones: {_listed(final)}"

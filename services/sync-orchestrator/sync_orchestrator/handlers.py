@@ -123,13 +123,7 @@ class ChangeHandler:
 
         async with self._runtime.transaction() as connection:
             new_ids = await record_inbox(connection, [envelope.id for envelope in envelopes])
-            fresh = []
-            for envelope in envelopes:
-                # A redelivered pack can bring the same event twice in one batch; the
-                # inbox returns its id once, and only its first copy is decided.
-                if envelope.id in new_ids:
-                    new_ids.discard(envelope.id)
-                    fresh.append(envelope)
+            fresh = [envelope for envelope in envelopes if envelope.id in new_ids]
             announcements = [e for e in fresh if e.type == STORE_ANNOUNCED]
             changes = [parse_change(e, self._policy) for e in fresh if e.type == RECORD_CHANGED]
 
@@ -137,7 +131,7 @@ class ChangeHandler:
             if changes:
                 await self._decide_all(connection, changes)
 
-        skipped = len(envelopes) - len(fresh)
+        skipped = len(envelopes) - len(new_ids)
         if skipped:
             logger.info("skipped events already applied", extra={"events": skipped})
 
