@@ -24,9 +24,10 @@ import httpx
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from sqlalchemy.engine import make_url
 
+from lojasync.batch import batch_queue
 from lojasync.persistence import drop_database, ensure_database
 from lojasync.settings import database_url_for
-from lojasync.topology import orchestrator_partition
+from lojasync.topology import orchestrator_partition, store_queue
 from lojasync_demo.processes import ProcessGroup, ServiceProcess
 
 logger = logging.getLogger(__name__)
@@ -190,9 +191,13 @@ class BenchSystem:
             f"{self.namespace}.erp-gateway",
             *(f"{self.namespace}.{orchestrator_partition(i)}" for i in range(PARTITIONS)),
             *(
-                f"{self.namespace}.store.{name.removeprefix(STORE_PREFIX)}"
+                f"{self.namespace}.{consumer}"
                 for name in self.database_urls
                 if name.startswith(STORE_PREFIX)
+                for consumer in (
+                    store_queue(name.removeprefix(STORE_PREFIX)).consumer,
+                    batch_queue(name.removeprefix(STORE_PREFIX)).consumer,
+                )
             ),
         ]
         return [*names, *sorted(self.extra_queues)]

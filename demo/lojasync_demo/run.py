@@ -27,6 +27,7 @@ import asyncpg
 import httpx
 from rich.console import Console
 
+from lojasync.batch import batch_queue
 from lojasync.cli import print_report
 from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.i18n import PORTUGUESE, format_number
@@ -36,11 +37,13 @@ from lojasync.reference import load_reference_tables
 from lojasync.settings import (
     DEFAULT_BROKER_URL,
     DEFAULT_DATABASE_SERVER,
+    CommonSettings,
     data_dir,
     database_url_for,
     redact_url,
     servers_configured,
 )
+from lojasync.topology import ERP_GATEWAY_QUEUE, orchestrator_partition, store_queue
 from lojasync_demo.catalog import REFERENCE_ENTITIES, build_catalog
 from lojasync_demo.embedded import EmbeddedLayout, EmbeddedServices
 from lojasync_demo.erp_standin import push_catalog
@@ -114,13 +117,15 @@ async def _reset(broker_url: str, server: str) -> None:
     connection = await aio_pika.connect(broker_url)
     async with connection:
         channel = await connection.channel()
-        for queue in (
-            "orchestrator",
-            "erp-gateway",
+        consumers = [
+            *(orchestrator_partition(index) for index in range(CommonSettings().partitions)),
+            ERP_GATEWAY_QUEUE.consumer,
             "dead-letters",
-            *(f"store.{s}" for s in STORES),
-        ):
-            await channel.queue_delete(f"{NAMESPACE}.{queue}")
+            *(store_queue(store_id).consumer for store_id in STORES),
+            *(batch_queue(store_id).consumer for store_id in STORES),
+        ]
+        for consumer in consumers:
+            await channel.queue_delete(f"{NAMESPACE}.{consumer}")
 
 
 def _services(broker_url: str, server: str, log_dir: Path) -> list[ServiceProcess]:
