@@ -657,3 +657,23 @@ async def test_running_operation_marked_interrupted(system: System) -> None:
     assert view is not None
     assert view["status"] == "interrupted"
     assert "request it again" in view["error"]
+
+
+async def test_loaded_legacy_records_deleted(system: System) -> None:
+    records_url = f"{store_url('loja-1')}/v1/onboarding/records"
+    legacy = [
+        {"entity": "product", "key": "L1", "fields": {"description": "ARROZ"}},
+        {"entity": "customer", "key": str(uuid.uuid4()), "fields": {"name": "Ana"}},
+    ]
+    await system.client.post(records_url, json={"records": legacy})
+
+    products = await system.client.delete(records_url, params={"entity": "product"})
+    left = (await system.client.get(records_url)).json()["items"]
+    everything = await system.client.delete(records_url)
+    unknown = await system.client.delete(records_url, params={"entity": "produto"})
+
+    assert products.json() == {"removed": 1}
+    assert [item["entity"] for item in left] == ["customer"]
+    assert everything.json() == {"removed": 1}
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"]["field"] == "entity"

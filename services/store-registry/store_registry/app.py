@@ -267,6 +267,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.detail, dict):
+            # Raised by this API's own routes, already in the error format.
+            return _error(exc.status_code, exc.detail)
         if exc.status_code == status.HTTP_404_NOT_FOUND:
             code, message_pt_br = "not_found", f"{request.url.path} não existe nesta API"
         elif exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:

@@ -98,8 +98,11 @@ async def load_records(registry: Registry, body: LegacyRecords) -> dict[str, Any
             422,
             {
                 "code": "unknown_entity",
-                "message": f"unknown entities: {names}",
-                "message_pt_br": f"entidades desconhecidas: {names}",
+                "field": "records[].entity",
+                "message": f"records[].entity: unknown entities {names}; use the catalog's "
+                "entity names",
+                "message_pt_br": f"records[].entity: entidades desconhecidas {names}; use os "
+                "nomes de entidade do catálogo",
                 "entities": sorted(ENTITIES),
             },
         )
@@ -141,6 +144,33 @@ async def list_records(
         "items": items,
         "next": {"after_entity": last["entity"], "after_key": last["key"]} if last else None,
     }
+
+
+@router.delete("/records")
+async def delete_records(registry: Registry, entity: str | None = None) -> dict[str, Any]:
+    """Remove the loaded legacy records, all of them or those of `entity`, to load again."""
+    if entity is not None and entity not in ENTITIES:
+        raise HTTPException(
+            422,
+            {
+                "code": "unknown_entity",
+                "field": "entity",
+                "message": f"entity: unknown entity {entity}; use one of: "
+                f"{', '.join(sorted(ENTITIES))}",
+                "message_pt_br": f"entity: entidade desconhecida {entity}; use uma destas: "
+                f"{', '.join(sorted(ENTITIES))}",
+            },
+        )
+    statement = delete(ONBOARDING_RECORD)
+    if entity is not None:
+        statement = statement.where(ONBOARDING_RECORD.c.entity == entity)
+    async with registry.runtime.transaction() as connection:
+        removed = (await connection.execute(statement)).rowcount
+    logger.info(
+        "legacy records removed",
+        extra={"store_id": registry.store_id, "entity": entity, "records": removed},
+    )
+    return {"removed": removed}
 
 
 @router.post("/settled")
