@@ -1,6 +1,6 @@
 """`lojasync` commands for store operations: bootstrap, replay, drift, repair, onboard.
 
-Each command asks the orchestrator's API to start the operation, follows its progress
+Each command requests the operation from the orchestrator's API, follows its progress
 with a progress bar, and prints the result. The orchestrator logs every operation with
 the `--requested-by` value (default: user@host).
 """
@@ -400,7 +400,7 @@ def repair(
     as_json: AsJson = False,
     lang: Language = None,
 ) -> None:
-    """Detect drift and fix exactly the differing records, as the ownership policy says."""
+    """Detect drift and fix exactly the differing records, as the ownership policy decides."""
     language = detect_language(lang)
     body = {"requested_by": _requester(requested_by)}
     view = _run(orchestrator_url, store_id, "repair", body, language, as_json)

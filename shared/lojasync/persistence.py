@@ -56,14 +56,14 @@ def utc_now() -> datetime:
 
 
 def json_document(*, none_as_null: bool = False) -> TypeEngine[Any]:
-    """A JSON document column: JSONB on PostgreSQL, JSON text on SQLite."""
+    """Return the type of a JSON document column: JSONB on PostgreSQL, JSON text on SQLite."""
     return JSON(none_as_null=none_as_null).with_variant(
         postgresql.JSONB(none_as_null=none_as_null), POSTGRESQL
     )
 
 
 def byte_ordered_text() -> TypeEngine[str]:
-    """A text column compared and sorted by bytes, so keyset pages and digests agree.
+    """Return a text type compared and sorted by bytes, so keyset pages and digests agree.
 
     PostgreSQL needs the "C" collation for that; SQLite's default BINARY collation
     already compares UTF-8 bytes.
@@ -72,7 +72,8 @@ def byte_ordered_text() -> TypeEngine[str]:
 
 
 def serial_id() -> TypeEngine[int]:
-    """An auto-incremented primary key: BIGINT on PostgreSQL, the rowid on SQLite.
+    """Return the type of an auto-incremented primary key: BIGINT on PostgreSQL, the rowid
+    on SQLite.
 
     SQLite assigns ids only to a column declared exactly INTEGER PRIMARY KEY.
     """
@@ -176,7 +177,7 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     A SQLite database gets a pool of one connection: the process's transactions on it
     queue in the pool instead of failing with "database is locked", so SQLite needs no
     row or advisory locks. A transaction must therefore never open a second connection
-    to the same database while it holds the first.
+    to the same database while it keeps the first.
     """
     if not is_sqlite_url(url):
         return create_async_engine(
