@@ -16,11 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from lojasync.cli_ops import register as register_operation_commands
+from lojasync.cli_options import Language
 from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.dead_letters import list_dead_letters, republish_dead_letters
 from lojasync.embedded_broker import is_embedded_url
 from lojasync.errors import LojasyncError
-from lojasync.i18n import PORTUGUESE, UnknownLanguage, detect_language, message
+from lojasync.i18n import PORTUGUESE, detect_language, message
 from lojasync.settings import default_broker_url, redact_url
 
 T = TypeVar("T")
@@ -36,24 +37,6 @@ OrchestratorUrl = Annotated[
         "--orchestrator-url",
         envvar="LOJASYNC_ORCHESTRATOR_URL",
         help="Base URL of the sync-orchestrator API.",
-    ),
-]
-
-
-def _check_language(value: str | None) -> str | None:
-    try:
-        detect_language(value)
-    except UnknownLanguage as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    return value
-
-
-Language = Annotated[
-    str | None,
-    typer.Option(
-        "--lang",
-        help="Output language: en or pt-BR (default: from LANG).",
-        callback=_check_language,
     ),
 ]
 

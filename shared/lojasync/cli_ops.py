@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lojasync.cli_options import Language
 from lojasync.i18n import (
     PORTUGUESE,
-    UnknownLanguage,
     add_messages,
     detect_language,
     format_number,
@@ -134,22 +134,6 @@ RequestedBy = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print the operation as JSON.")]
 
 
-def _check_language(value: str | None) -> str | None:
-    try:
-        detect_language(value)
-    except UnknownLanguage as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    return value
-
-
-Language = Annotated[
-    str | None,
-    typer.Option(
-        "--lang",
-        help="Output language: en or pt-BR (default: from LANG).",
-        callback=_check_language,
-    ),
-]
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 

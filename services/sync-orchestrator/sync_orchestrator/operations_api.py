@@ -240,6 +240,21 @@ def _check_ranges(body: ReplayRequest) -> None:
         )
 
 
+async def _start_drift_operation(
+    request: Request, store_id: str, body: OperationRequest, wait: bool, kind: OperationKind
+) -> JSONResponse:
+    """Start a drift check (`DRIFT`) or a drift repair (`REPAIR`) of one store."""
+    repair = kind is OperationKind.REPAIR
+    operations = _postgresql_operations(request, "drift repair" if repair else "drift detection")
+    api_url = await operations.store_url(store_id)
+    if api_url is None:
+        raise _store_not_found(store_id)
+    operation_id = await operations.log.create(kind, store_id, body.requested_by, {})
+    action = operations.repair_drift if repair else operations.check_drift
+    operations.runner.start(operation_id, lambda op: action(op, store_id, api_url))
+    return await _answer(operations, operation_id, wait)
+
+
 async def _answer(operations: Operations, operation_id: str, wait: bool) -> JSONResponse:
     if wait:
         deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
@@ -327,34 +342,14 @@ def build_router() -> APIRouter:
         request: Request, store_id: str, body: OperationRequest, wait: Wait = False
     ) -> JSONResponse:
         """Compare a store with the orchestrator; the report is the operation's result."""
-        operations = _postgresql_operations(request, "drift detection")
-        api_url = await operations.store_url(store_id)
-        if api_url is None:
-            raise _store_not_found(store_id)
-        operation_id = await operations.log.create(
-            OperationKind.DRIFT, store_id, body.requested_by, {}
-        )
-        operations.runner.start(
-            operation_id, lambda op: operations.check_drift(op, store_id, api_url)
-        )
-        return await _answer(operations, operation_id, wait)
+        return await _start_drift_operation(request, store_id, body, wait, OperationKind.DRIFT)
 
     @router.post("/v1/stores/{store_id}/repair")
     async def repair(
         request: Request, store_id: str, body: OperationRequest, wait: Wait = False
     ) -> JSONResponse:
         """Detect drift, then re-send or raise each differing record as the policy decides."""
-        operations = _postgresql_operations(request, "drift repair")
-        api_url = await operations.store_url(store_id)
-        if api_url is None:
-            raise _store_not_found(store_id)
-        operation_id = await operations.log.create(
-            OperationKind.REPAIR, store_id, body.requested_by, {}
-        )
-        operations.runner.start(
-            operation_id, lambda op: operations.repair_drift(op, store_id, api_url)
-        )
-        return await _answer(operations, operation_id, wait)
+        return await _start_drift_operation(request, store_id, body, wait, OperationKind.REPAIR)
 
     @router.post("/v1/stores/{store_id}/onboarding")
     async def onboarding(
