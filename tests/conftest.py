@@ -65,7 +65,7 @@ def servers() -> Iterator[tuple[str, str]]:
     """(broker URL, database server URL) for the whole session.
 
     Tests that need the servers are skipped, with the reason, when none is configured,
-    none answers on localhost and no Docker engine can start them; with
+    none listens on localhost and no Docker engine can start them; with
     LOJASYNC_REQUIRE_SERVERS=1 (as CI sets) they fail instead.
     """
     global _session_broker_url

@@ -1,4 +1,4 @@
-"""The 422 answer of every service's API to a request that fails validation.
+"""The 422 response of every service's API to a request that fails validation.
 
 Each field error names the field (its path in the body, query or path), the rule, the
 value, and a message in English and in Brazilian Portuguese.
@@ -17,7 +17,8 @@ _REQUEST_ERRORS_SHOWN = 50
 
 
 async def request_invalid(request: Request, exc: Exception) -> JSONResponse:
-    """Answer 422 with every field error (the first 50), each in English and Portuguese."""
+    """Return a 422 response listing the field errors (the first 50), each in English and
+    Portuguese."""
     assert isinstance(exc, RequestValidationError)
     problems = list(exc.errors())
     errors = [_request_error(problem) for problem in problems[:_REQUEST_ERRORS_SHOWN]]

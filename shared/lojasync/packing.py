@@ -13,7 +13,7 @@ with a partition key (`changed`, `announced`) go to the orchestrator's partition
 they are grouped by partition bucket first, keeping their order within the bucket, and
 then packed in runs of the same routing key. Events of different buckets may change
 their relative order, which costs nothing, because different buckets may reach different
-partitions and no order holds between partitions anyway. Every event of one record has
+partitions and no order exists between partitions anyway. Every event of one record has
 the same bucket, so a record's changes keep their order.
 """
 

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 def create_broker(
     url: str, namespace: str, *, prefetch: int = 1000, partitions: int = 4
 ) -> Broker | EmbeddedBroker:
-    """The RabbitMQ broker at `url`, or the embedded one for a `sqlite:` URL."""
+    """Create the RabbitMQ broker client for `url`, or the embedded broker for a `sqlite:` URL."""
     if is_embedded_url(url):
         return EmbeddedBroker(url, namespace, prefetch=prefetch, partitions=partitions)
     return Broker(url, namespace, prefetch=prefetch, partitions=partitions)

@@ -63,10 +63,10 @@ def database_url_for(database: str, server: str = DEFAULT_DATABASE_SERVER) -> st
 
 
 def servers_configured(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether the environment names a broker or a database server.
+    """Return whether the environment names a broker or a database server.
 
-    Either one switches `lojasync demo` and the CLI from embedded mode (SQLite files and
-    the in-process broker) to the RabbitMQ and PostgreSQL servers.
+    Either one switches `lojasync demo` from embedded mode (SQLite files and the
+    in-process broker) to the RabbitMQ and PostgreSQL servers.
     """
     return bool(environ.get("LOJASYNC_BROKER_URL") or environ.get("LOJASYNC_DATABASE_SERVER"))
 

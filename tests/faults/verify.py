@@ -447,7 +447,7 @@ async def _assert_erp_received(
     received = await get_json(client, f"{system.erp_url}/erp/received", limit=10_000)
     customers = [item for item in received["items"] if item["entity"] == "customer"]
     calls = Counter((item["record_key"], item["revision"]) for item in customers)
-    # Callbacks are at least once: a gateway killed after the ERP answered and before it
+    # Callbacks are at least once: a gateway killed after the ERP responded and before it
     # recorded the delivery calls again. A repeated call must be the same event (the ERP
     # deduplicates by event_id), and only the first call of an event may apply it.
     event_ids: dict[tuple[str, int], set[str]] = {}

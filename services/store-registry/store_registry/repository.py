@@ -172,7 +172,7 @@ async def entity_summaries(
 async def _summaries_in_python(connection: AsyncConnection) -> dict[str, EntitySummary]:
     # SQLite has no ordered string_agg nor md5, so the rows' hashes are read and the
     # digest is computed here with lojasync.digest.entity_digest, which ENTITY_DIGEST_SQL
-    # reproduces. An embedded store holds few enough records for that.
+    # reproduces. An embedded store has few enough records for that.
     columns = STORE_RECORD.c
     confirmed = (columns.revision > 0) & ~columns.deleted & columns.data.is_not(None)
     rows = await connection.execute(
