@@ -14,6 +14,7 @@ from lojasync.messaging import Broker
 from lojasync.packing import BATCH_CONTENT_TYPE, pack_events, unpack
 from lojasync.partitioning import outgoing_event
 from lojasync.persistence import OutgoingEvent
+from lojasync.policy import load_policy
 from lojasync.service import create_broker
 
 T = TypeVar("T")
@@ -80,12 +81,13 @@ class Probe:
     async def publish(self, envelope: Envelope, routing_key: str) -> None:
         """Publish as a service's outbox relay would, partition header included."""
         assert self._broker is not None, "Probe.publish needs `async with` first"
-        await self._broker.publish([outgoing_event(envelope, routing_key)])
+        await self._broker.publish([outgoing_event(envelope, routing_key, load_policy())])
 
     async def publish_pack(self, envelopes: list[Envelope], routing_key: str) -> None:
         """Publish `envelopes` in one pack message, as an outbox relay packs a round."""
         assert self._broker is not None, "Probe.publish_pack needs `async with` first"
-        events = [outgoing_event(envelope, routing_key) for envelope in envelopes]
+        policy = load_policy()
+        events = [outgoing_event(envelope, routing_key, policy) for envelope in envelopes]
         [pack] = pack_events(events)
         await self._broker.publish([pack])
 

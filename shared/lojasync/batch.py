@@ -15,7 +15,6 @@ store's other events does not matter, because both apply only newer revisions.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,6 +24,7 @@ import orjson
 
 from lojasync.envelope import RECORD_BATCH, SPEC_VERSION, Envelope, store_target
 from lojasync.errors import LojasyncError
+from lojasync.ids import derived_id
 from lojasync.persistence import OutgoingEvent
 from lojasync.topology import QueueSpec
 
@@ -118,7 +118,7 @@ def build_batch(
         if isinstance(items, str)
         else [item.as_json_dict() for item in items]
     )
-    event_id = str(uuid.uuid5(uuid.UUID(operation_id), f"{store_id}/{sequence}"))
+    event_id = derived_id(operation_id, f"{store_id}/{sequence}")
     body = orjson.dumps(
         {
             "specversion": SPEC_VERSION,

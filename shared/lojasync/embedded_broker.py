@@ -1063,6 +1063,7 @@ class EmbeddedBroker(NamespaceNames):
         handler: BatchHandler,
         *,
         batch_max: int = 500,
+        batch_linger: float = 0.0,
         max_attempts: int = 12,
         health_check: HealthCheck | None = None,
         prefetch: int | None = None,
@@ -1087,6 +1088,7 @@ class EmbeddedBroker(NamespaceNames):
             cast(AbstractQueue, queue),
             handler,
             batch_max=batch_max,
+            batch_linger=batch_linger,
             max_attempts=max_attempts,
             health_check=health_check,
         )

@@ -348,13 +348,15 @@ class Broker(NamespaceNames):
         handler: BatchHandler,
         *,
         batch_max: int = 500,
+        batch_linger: float = 0.0,
         max_attempts: int = 12,
         health_check: HealthCheck | None = None,
         prefetch: int | None = None,
     ) -> BatchConsumer:
         """Consume `consumer`'s queue in batches; with no `bindings` the queue must exist.
 
-        `prefetch` overrides the broker's prefetch for this queue's channel.
+        `prefetch` overrides the broker's prefetch for this queue's channel; see
+        BatchConsumer for `batch_linger`.
         """
         if bindings:
             await self.declare_queue(consumer, bindings)
@@ -366,6 +368,7 @@ class Broker(NamespaceNames):
             queue,
             handler,
             batch_max=batch_max,
+            batch_linger=batch_linger,
             max_attempts=max_attempts,
             health_check=health_check,
         )
@@ -416,6 +419,11 @@ class BatchConsumer:
     whatever is buffered (at least one message) until the batch holds `batch_max` events,
     unpacks packs (see `lojasync.packing`), hands the events to the handler in one call,
     and acks the batch with one `multiple` ack after the handler returned.
+
+    With `batch_linger` (seconds), a batch that ends smaller than `batch_max` because the
+    buffer ran dry waits that long once and takes what arrived meanwhile. A publisher's
+    round of messages reaches the consumer over a few milliseconds; without the wait the
+    first of them made a batch of its own, and every batch costs a transaction.
     """
 
     def __init__(
@@ -425,6 +433,7 @@ class BatchConsumer:
         handler: BatchHandler,
         *,
         batch_max: int,
+        batch_linger: float = 0.0,
         max_attempts: int = 12,
         health_check: HealthCheck | None = None,
         max_backoff: float = 30.0,
@@ -433,6 +442,7 @@ class BatchConsumer:
         self._queue = queue
         self._handler = handler
         self._batch_max = batch_max
+        self._batch_linger = batch_linger
         self._max_attempts = max_attempts
         self._health_check = health_check
         self._max_backoff = max_backoff
@@ -465,12 +475,18 @@ class BatchConsumer:
             units: list[_Delivery] = []
             events = 0
             message = await self._buffer.get()
+            lingered = self._batch_linger <= 0
             while True:
                 envelopes = await self._parse(message)
                 if envelopes is not None:
                     units.append((message, envelopes))
                     events += len(envelopes)
-                if events >= self._batch_max or self._buffer.empty():
+                if events >= self._batch_max:
+                    break
+                if self._buffer.empty() and not lingered:
+                    lingered = True
+                    await asyncio.sleep(self._batch_linger)
+                if self._buffer.empty():
                     break
                 message = self._buffer.get_nowait()
             if units:

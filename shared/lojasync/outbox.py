@@ -117,9 +117,12 @@ class OutboxRelay:
 
     async def _relay_forever(self, lock_connection: AsyncConnection | None) -> None:
         while True:
+            # Cleared before the round reads the outbox, so that a commit's wake-up during
+            # the round is kept and starts the next round at once. Cleared after the round,
+            # such a wake-up was lost and its rows waited for the next poll.
+            self._wakeup.clear()
             published = await self.relay_once()
             if published < self._batch_size:
-                self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
                 except TimeoutError:

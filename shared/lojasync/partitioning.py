@@ -13,11 +13,10 @@ from lojasync.catalog import ENTITIES
 from lojasync.envelope import RECORD_CHANGED, STORE_ANNOUNCED, Envelope
 from lojasync.packing import partition_bucket
 from lojasync.persistence import OutgoingEvent
-from lojasync.policy import Policy, ScopeFromDistribution, load_policy
+from lojasync.policy import Policy, ScopeFromDistribution
 
 
-def partition_key(entity: str, record_key: str, policy: Policy | None = None) -> str:
-    policy = policy or load_policy()
+def partition_key(entity: str, record_key: str, policy: Policy) -> str:
     rules = policy.entities.get(entity)
     # An unknown entity still gets a key: the orchestrator dead-letters it with the reason.
     distribution = rules.distribution if rules is not None else None
@@ -31,9 +30,7 @@ def partition_key(entity: str, record_key: str, policy: Policy | None = None) ->
     return f"{entity}:{record_key}"
 
 
-def outgoing_event(
-    envelope: Envelope, routing_key: str, policy: Policy | None = None
-) -> OutgoingEvent:
+def outgoing_event(envelope: Envelope, routing_key: str, policy: Policy) -> OutgoingEvent:
     """Build the outbox row of an event, with the partition bucket of its partition key for
     the orchestrator's input."""
     key: str | None = None

@@ -132,6 +132,7 @@ class ServiceRuntime:
                 subscription.bindings,
                 subscription.handler,
                 batch_max=self.settings.batch_max,
+                batch_linger=self.settings.batch_linger_ms / 1000,
                 health_check=self.database_healthy,
                 prefetch=subscription.prefetch,
             )

@@ -38,6 +38,12 @@ class CommonSettings(BaseSettings):
     )
     prefetch: int = Field(default=1000, ge=1, le=65535, description="unacked messages per consumer")
     batch_max: int = Field(default=500, ge=1, description="messages handled in one transaction")
+    batch_linger_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="how long a small batch waits once for more messages, in milliseconds",
+    )
     outbox_batch: int = Field(default=1000, ge=1, description="outbox rows published per round")
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"

@@ -672,3 +672,29 @@ async def test_exchange_kind_conflict_rejected(broker_path: Path) -> None:
         await second.connect(attempts=3, delay=0)
     await second.close()
     await first.close()
+
+
+async def _batches_of_two_publishes(broker: EmbeddedBroker, linger: float) -> list[list[str]]:
+    """Publish one event, then another 50 ms later, and return the batches handled."""
+    handled: list[list[str]] = []
+
+    async def handler(envelopes: Sequence[Envelope]) -> None:
+        handled.append([envelope.id for envelope in envelopes])
+
+    await broker.declare_queue("lingering", ["changed.#"])
+    consumer = await broker.consume(
+        "lingering", [], handler, batch_max=500, batch_linger=linger
+    )
+    await broker.publish([envelope_event("first", "changed.product.erp")])
+    await asyncio.sleep(0.05)
+    await broker.publish([envelope_event("second", "changed.product.erp")])
+    await eventually(lambda: _value(consumer.processed), until=lambda n: n == 2, timeout=5)
+    return handled
+
+
+async def test_batch_linger_joins_messages_arriving_soon_after(broker: EmbeddedBroker) -> None:
+    assert await _batches_of_two_publishes(broker, linger=0.5) == [["first", "second"]]
+
+
+async def test_no_linger_handles_each_message_as_it_comes(broker: EmbeddedBroker) -> None:
+    assert await _batches_of_two_publishes(broker, linger=0.0) == [["first"], ["second"]]

@@ -79,13 +79,13 @@ def prepare_push(
     prepared: list[PreparedItem] = []
     for item in items:
         decision = decide_change(item, policy, tables)
-        event = _outgoing(decision) if isinstance(decision, AcceptedChange) else None
+        event = _outgoing(decision, policy) if isinstance(decision, AcceptedChange) else None
         prepared.append(PreparedItem(decision, event))
     return prepared
 
 
-def _outgoing(change: AcceptedChange) -> OutgoingEvent:
-    return outgoing_event(change.to_envelope(), changed_key(change.entity, ERP_ORIGIN))
+def _outgoing(change: AcceptedChange, policy: Policy) -> OutgoingEvent:
+    return outgoing_event(change.to_envelope(), changed_key(change.entity, ERP_ORIGIN), policy)
 
 
 async def record_push(connection: AsyncConnection, prepared: Sequence[PreparedItem]) -> PushOutcome:

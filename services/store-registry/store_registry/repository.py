@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, text, tuple_
+from sqlalchemy import Row, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import Text
 
 from lojasync.digest import EMPTY_DIGEST, ENTITY_DIGEST_SQL, entity_digest
-from lojasync.persistence import POSTGRESQL, Upsert, dialect_of
+from lojasync.persistence import POSTGRESQL, Upsert, dialect_of, select_by_record_ids
 from store_registry.domain import UPSERT, StoredRecord
 from store_registry.models import STORE_RECORD
 
@@ -100,11 +100,8 @@ async def load_records(
 ) -> dict[RecordId, StoredRecord]:
     if not record_ids:
         return {}
-    columns = STORE_RECORD.c
     rows = await connection.execute(
-        select(STORE_RECORD).where(
-            tuple_(columns.entity, columns.record_key).in_(sorted(record_ids))
-        )
+        select_by_record_ids(connection, STORE_RECORD, sorted(record_ids))
     )
     return {(row.entity, row.record_key): _from_row(row) for row in rows}
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, select, tuple_
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lojasync.catalog import ENTITIES, validate_record
@@ -27,12 +26,15 @@ from lojasync.envelope import (
     resolved_key,
     store_target,
 )
+from lojasync.ids import derived_id, new_id
 from lojasync.messaging import PermanentFailure
 from lojasync.persistence import (
     OutgoingEvent,
     Upsert,
     add_outbox,
+    insert_rows,
     record_inbox,
+    select_by_record_ids,
     utc_now,
 )
 from lojasync.policy import Owner, Policy, ScopeFromDistribution
@@ -258,7 +260,7 @@ class ChangeHandler:
         batch.touched[record_id] = (state, change.origin)
         self._update_parent_scope(change, state, batch)
 
-        decision_id = str(uuid.uuid4())
+        decision_id = new_id()
         removed = await self._stores_leaving_scope(connection, current, stores, batch)
         batch.log_rows.append(
             {
@@ -428,7 +430,7 @@ def _resolved_event(
     stores: list[str] | None,
     out_of_scope: bool,
 ) -> OutgoingEvent:
-    event_id = str(uuid.uuid5(uuid.UUID(decision_id), target))
+    event_id = derived_id(decision_id, target)
     event = Envelope(
         id=event_id,
         source=SOURCE,
@@ -453,11 +455,8 @@ async def _load_states(
     ids = sorted(record_ids)
     if not ids:
         return {}
-    columns = RECORD_STATE.c
     rows = await connection.execute(
-        select(RECORD_STATE)
-        .where(tuple_(columns.entity, columns.record_key).in_(ids))
-        .with_for_update()
+        select_by_record_ids(connection, RECORD_STATE, ids, for_update=True)
     )
     return {
         (row.entity, row.record_key): CurrentRecord(
@@ -531,5 +530,5 @@ async def _write(connection: AsyncConnection, batch: _Batch) -> None:
         ]
         await _SAVE_STATES.execute(connection, rows)
     if batch.log_rows:
-        await connection.execute(EVENT_LOG.insert(), batch.log_rows)
+        await insert_rows(connection, EVENT_LOG, batch.log_rows)
     await add_outbox(connection, batch.outgoing)

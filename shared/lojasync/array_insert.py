@@ -1,0 +1,188 @@
+"""Many-row INSERT and upsert on PostgreSQL as one statement over `unnest` of arrays.
+
+asyncpg's executemany sends one Bind/Execute per row, and PostgreSQL runs the statement
+once per row. Sending one array per column and inserting `SELECT ... FROM unnest(...)`
+runs one statement for the whole batch, with the same text for any number of rows, so
+it is prepared once. That made the rows of a consumer batch several times cheaper to
+write.
+
+Values go through each column's own bind processing first (JSON serialization, the
+timezone check of `UtcDateTime`), so a row holds what an executemany would have sent.
+PostgreSQL has no arrays of arrays of different lengths, so a TEXT[] column travels as
+the text of an array literal and a JSON column as JSON text; both are cast back in the
+SELECT. The rows are inserted in the order given (`WITH ORDINALITY ... ORDER BY`), so a
+serial key numbers them as an executemany would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import JSON, Column, Dialect, String, Table, TextClause, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import ARRAY, TypeDecorator, TypeEngine
+
+
+@dataclass(frozen=True)
+class _ColumnPlan:
+    name: str
+    parameter_type: str  # the SQL type of the array's elements
+    select_expression: str  # how the SELECT reads the unnested value
+    convert: Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class _Statement:
+    columns: tuple[_ColumnPlan, ...]
+    clause: TextClause
+
+
+class ArrayInsert:
+    """INSERT of many rows into `table` in one statement, on PostgreSQL.
+
+    With `conflict_keys` and `update_columns` a row whose key exists takes those columns
+    (an upsert); with `conflict_keys` alone such a row is left as it is. Rows whose key
+    repeats within one call are merged first, as consecutive upserts would leave them,
+    because one INSERT ... ON CONFLICT DO UPDATE cannot change a row twice.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        *,
+        conflict_keys: Sequence[str] = (),
+        update_columns: Sequence[str] = (),
+    ) -> None:
+        if update_columns and not conflict_keys:
+            raise ValueError("update_columns needs conflict_keys")
+        self.table = table
+        self.conflict_keys = tuple(conflict_keys)
+        self.update_columns = tuple(update_columns)
+        self._statements: dict[tuple[str, ...], _Statement] = {}
+
+    def accepts(self, rows: Sequence[dict[str, Any]]) -> bool:
+        """Tell whether `rows` can go in one statement: all have the same columns, and
+        every column they leave out has a constant default or none on the client."""
+        names = rows[0].keys()
+        if any(row.keys() != names for row in rows):
+            return False
+        for column in self.table.c:
+            if column.name in names or column.default is None:
+                continue
+            if not column.default.is_scalar:
+                return False
+        return True
+
+    async def execute(self, connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self.conflict_keys:
+            rows = self._merge_repeated_keys(rows)
+        names = tuple(rows[0].keys())
+        statement = self._statements.get(names)
+        if statement is None:
+            statement = self._build(names, connection.dialect)
+            self._statements[names] = statement
+        parameters: dict[str, list[Any]] = {}
+        for index, plan in enumerate(statement.columns):
+            convert = plan.convert
+            if plan.name in names:
+                values = [row[plan.name] for row in rows]
+            else:
+                default = self.table.c[plan.name].default
+                values = [default.arg] * len(rows)  # type: ignore[union-attr]
+            parameters[f"p{index}"] = (
+                values if convert is None else [convert(value) for value in values]
+            )
+        await connection.execute(statement.clause, parameters)
+
+    def _merge_repeated_keys(self, rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+        merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows:
+            key = tuple(row[name] for name in self.conflict_keys)
+            earlier = merged.get(key)
+            if earlier is None:
+                merged[key] = row
+            elif self.update_columns:
+                merged[key] = {
+                    **earlier,
+                    **{name: row[name] for name in self.update_columns if name in row},
+                }
+        if len(merged) == len(rows):
+            return rows
+        return list(merged.values())
+
+    def _build(self, names: tuple[str, ...], dialect: Dialect) -> _Statement:
+        unknown = [name for name in names if name not in self.table.c]
+        if unknown:
+            raise ValueError(f"{self.table.name} has no column {unknown[0]!r}")
+        wanted = set(names)
+        columns = tuple(
+            _plan(column, dialect)
+            for column in self.table.c
+            if column.name in wanted or (column.default is not None and column.default.is_scalar)
+        )
+        quote = dialect.identifier_preparer.quote
+        target = ", ".join(quote(plan.name) for plan in columns)
+        arrays = ", ".join(
+            f"CAST(:p{index} AS {plan.parameter_type}[])" for index, plan in enumerate(columns)
+        )
+        aliases = ", ".join(f"c{index}" for index in range(len(columns)))
+        selected = ", ".join(
+            plan.select_expression.format(f"u.c{index}") for index, plan in enumerate(columns)
+        )
+        sql = (
+            f"INSERT INTO {quote(self.table.name)} ({target})"
+            f" SELECT {selected} FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, ordinal)"
+            " ORDER BY u.ordinal"
+        )
+        if self.conflict_keys:
+            keys = ", ".join(quote(name) for name in self.conflict_keys)
+            updates = [name for name in self.update_columns if name in wanted]
+            if updates:
+                assignments = ", ".join(
+                    f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updates
+                )
+                sql += f" ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
+            else:
+                sql += f" ON CONFLICT ({keys}) DO NOTHING"
+        return _Statement(columns, text(sql))
+
+
+def _plan(column: Column[Any], dialect: Dialect) -> _ColumnPlan:
+    column_type = column.type.dialect_impl(dialect)
+    bind = column_type.bind_processor(dialect)
+    stored: TypeEngine[Any] = column_type
+    if isinstance(column_type, TypeDecorator):
+        stored = column_type.load_dialect_impl(dialect)
+    if isinstance(stored, JSON):
+        # The bind processor serializes to JSON text (or SQL NULL with none_as_null).
+        return _ColumnPlan(column.name, "TEXT", "CAST({} AS JSONB)", bind)
+    if isinstance(stored, ARRAY):
+        array_type = dialect.type_compiler_instance.process(stored)
+        return _ColumnPlan(
+            column.name, "TEXT", f"CAST({{}} AS {array_type})", _then(bind, _array_literal)
+        )
+    if isinstance(stored, String):
+        # Collations and lengths stay with the target column; the cast on insert applies them.
+        return _ColumnPlan(column.name, "TEXT", "{}", bind)
+    return _ColumnPlan(column.name, dialect.type_compiler_instance.process(stored), "{}", bind)
+
+
+def _then(first: Callable[[Any], Any] | None, second: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    if first is None:
+        return second
+    return lambda value: second(first(value))
+
+
+def _array_literal(values: Sequence[str] | None) -> str | None:
+    """Return the PostgreSQL text form of a one-dimensional TEXT[] value."""
+    if values is None:
+        return None
+    quoted = (
+        "NULL" if value is None else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for value in values
+    )
+    return "{" + ",".join(quoted) + "}"

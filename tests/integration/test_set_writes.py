@@ -1,0 +1,240 @@
+"""Many-row writes and reads by record id, on PostgreSQL and on SQLite.
+
+On PostgreSQL `Upsert` and `insert_rows` send one array per column
+(`lojasync.array_insert`) and `select_by_record_ids` joins `unnest`; SQLite takes the
+executemany and the row comparison. Both must leave the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lojasync.persistence import (
+    TextList,
+    Upsert,
+    UtcDateTime,
+    byte_ordered_text,
+    create_engine,
+    create_tables,
+    insert_rows,
+    json_document,
+    select_by_record_ids,
+    serial_id,
+)
+from tests.conftest import DatabaseFactory
+
+METADATA = MetaData()
+
+RECORDS = Table(
+    "set_write_record",
+    METADATA,
+    Column("entity", Text, primary_key=True),
+    Column("record_key", byte_ordered_text(), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("data", json_document(none_as_null=True)),
+    Column("doc", json_document()),
+    Column("stores", TextList()),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+LOG = Table(
+    "set_write_log",
+    METADATA,
+    Column("seq", serial_id(), primary_key=True),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("body", LargeBinary, nullable=False),
+    Column("stores", TextList()),
+)
+
+PLAIN_KEYS = Table(
+    "set_write_plain",
+    METADATA,
+    Column("entity", Text, primary_key=True),
+    Column("record_key", Text, primary_key=True),
+    Column("revision", Integer, nullable=False),
+)
+
+NOW = datetime(2026, 12, 5, 1, 2, 3, 456789, tzinfo=UTC)
+
+UPSERT = Upsert(
+    RECORDS, ("entity", "record_key"), ("revision", "data", "doc", "stores", "updated_at")
+)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseFactory:
+    if request.param == "postgresql":
+        factory: DatabaseFactory = request.getfixturevalue("fresh_database")
+        return factory
+
+    async def sqlite_file(label: str) -> str:
+        return f"sqlite+aiosqlite:///{tmp_path / f'{label}.sqlite3'}"
+
+    return sqlite_file
+
+
+@pytest.fixture
+async def engine(database: DatabaseFactory) -> AsyncIterator[AsyncEngine]:
+    created = create_engine(await database("set-writes"))
+    await create_tables(created, list(METADATA.tables.values()))
+    yield created
+    await created.dispose()
+
+
+def record(key: str, revision: int, **fields: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "entity": "product",
+        "record_key": key,
+        "revision": revision,
+        "data": {"description": f"Produto {key}", "price": "9.90"},
+        "doc": None,
+        "stores": None,
+        "updated_at": NOW,
+    }
+    row.update(fields)
+    return row
+
+
+async def read_records(engine: AsyncEngine) -> dict[str, Any]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(select(RECORDS).order_by(RECORDS.c.record_key))
+        return {row.record_key: row for row in rows}
+
+
+async def test_upsert_writes_every_column_type(engine: AsyncEngine) -> None:
+    awkward = ['loja "1"', "loja\\2", "loja,3", "{loja}", "", "ção"]
+    async with engine.begin() as connection:
+        await UPSERT.execute(
+            connection,
+            [
+                record("A", 1, stores=awkward, doc={"nested": [1, None, "x"]}),
+                record("B", 1, data=None, doc=None, stores=[]),
+                record("C", 1, updated_at=NOW + timedelta(hours=1)),
+            ],
+        )
+
+    rows = await read_records(engine)
+    assert rows["A"].stores == awkward
+    assert rows["A"].doc == {"nested": [1, None, "x"]}
+    assert rows["A"].data == {"description": "Produto A", "price": "9.90"}
+    assert rows["A"].deleted is False  # the column's default, left out of the rows
+    assert rows["A"].updated_at == NOW
+    assert rows["B"].data is None
+    assert rows["B"].stores == []
+    assert rows["C"].updated_at == NOW + timedelta(hours=1)
+
+
+async def test_none_in_json_columns_follows_none_as_null(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await UPSERT.execute(connection, [record("A", 1, data=None, doc=None)])
+    async with engine.connect() as connection:
+        null_data = await connection.scalar(
+            select(RECORDS.c.record_key).where(RECORDS.c.data.is_(None))
+        )
+        null_doc = await connection.scalar(
+            select(RECORDS.c.record_key).where(RECORDS.c.doc.is_(None))
+        )
+    # `data` keeps None as SQL NULL; `doc` stores the JSON value null, as SQLAlchemy does.
+    assert null_data == "A"
+    assert null_doc is None
+
+
+async def test_upsert_updates_only_the_listed_columns(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await UPSERT.execute(connection, [record("A", 1, deleted=True)])
+    async with engine.begin() as connection:
+        await UPSERT.execute(
+            connection, [record("A", 2, deleted=False, data={"description": "novo"})]
+        )
+
+    row = (await read_records(engine))["A"]
+    assert row.revision == 2
+    assert row.data == {"description": "novo"}
+    assert row.deleted is True  # not an update column
+
+
+async def test_repeated_key_in_one_call_ends_as_consecutive_upserts(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as connection:
+        await UPSERT.execute(
+            connection,
+            [
+                record("A", 1, deleted=True),
+                record("B", 1, deleted=False),
+                record("A", 2, deleted=False, data={"description": "segunda"}),
+            ],
+        )
+
+    rows = await read_records(engine)
+    assert sorted(rows) == ["A", "B"]
+    assert rows["A"].revision == 2
+    assert rows["A"].data == {"description": "segunda"}
+    assert rows["A"].deleted is True  # from the first row: not an update column
+
+
+async def test_insert_rows_numbers_serial_keys_in_row_order(engine: AsyncEngine) -> None:
+    names = [f"event-{index:03d}" for index in range(200)]
+    async with engine.begin() as connection:
+        await insert_rows(
+            connection,
+            LOG,
+            [
+                {"event_id": name, "body": name.encode(), "stores": ["loja-1"]}
+                for name in names
+            ],
+        )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(select(LOG).order_by(LOG.c.seq))).all()
+
+    assert [row.event_id for row in rows] == names
+    assert [row.body for row in rows] == [name.encode() for name in names]
+    assert all(row.stores == ["loja-1"] for row in rows)
+
+
+@pytest.mark.parametrize("table", [RECORDS, PLAIN_KEYS], ids=["byte-ordered", "plain"])
+async def test_select_by_record_ids(engine: AsyncEngine, table: Table) -> None:
+    keys = ["B", "a", "Á", "b", "A"]
+    async with engine.begin() as connection:
+        if table is RECORDS:
+            await UPSERT.execute(connection, [record(key, 1) for key in keys])
+        else:
+            await insert_rows(
+                connection,
+                PLAIN_KEYS,
+                [{"entity": "product", "record_key": key, "revision": 1} for key in keys],
+            )
+    wanted = [("product", "a"), ("product", "Á"), ("product", "missing"), ("price", "A")]
+    async with engine.connect() as connection:
+        found = await connection.execute(select_by_record_ids(connection, table, wanted))
+        keys_found = sorted(row.record_key for row in found)
+        nothing = await connection.execute(select_by_record_ids(connection, table, []))
+        assert nothing.all() == []
+
+    assert keys_found == sorted(["a", "Á"])
+
+
+async def test_select_by_record_ids_locks_for_update(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await UPSERT.execute(connection, [record("A", 1)])
+        rows = await connection.execute(
+            select_by_record_ids(connection, RECORDS, [("product", "A")], for_update=True)
+        )
+        assert [row.record_key for row in rows] == ["A"]
