@@ -28,16 +28,20 @@ RecordId = tuple[str, str]
 # List"), so the order holds. Two ids that hash alike share a lock, which only
 # serializes them. On SQLite the engine's single connection serializes every
 # transaction, so no lock is taken there.
+#
+# The same statement first takes BULK_APPLY_LOCK in shared mode: the join needs the
+# one-row `bulk` subquery before it can produce a row, and the sort before the outer
+# SELECT reads every row, so that lock is taken before any record lock.
 _LOCK_RECORDS = text(
     "SELECT pg_advisory_xact_lock(lock_id) FROM ("
     " SELECT DISTINCT hashtextextended(record_id, 0) AS lock_id"
-    " FROM unnest(:record_ids) AS record_id"
+    " FROM (SELECT pg_advisory_xact_lock_shared(:bulk_lock_id) AS taken) AS bulk"
+    " CROSS JOIN unnest(:record_ids) AS record_id"
     ") AS ids ORDER BY lock_id"
 ).bindparams(bindparam("record_ids", type_=ARRAY(Text)))
 
 # The advisory lock id of bulk applies ("lojasync" in ASCII); see store_registry.bulk.
 BULK_APPLY_LOCK = 0x6C6F6A6173796E63
-_LOCK_BULK_SHARED = text("SELECT pg_advisory_xact_lock_shared(:lock_id)")
 
 # Counts and digests per entity, in one pass over the table. The inner query blanks the
 # content hash of every row that is not confirmed (never resolved, deleted, or without
@@ -91,8 +95,9 @@ async def lock_records(connection: AsyncConnection, record_ids: Iterable[RecordI
     """
     names = sorted({f"{entity}/{key}" for entity, key in record_ids})
     if names and dialect_of(connection) == POSTGRESQL:
-        await connection.execute(_LOCK_BULK_SHARED, {"lock_id": BULK_APPLY_LOCK})
-        await connection.execute(_LOCK_RECORDS, {"record_ids": names})
+        await connection.execute(
+            _LOCK_RECORDS, {"bulk_lock_id": BULK_APPLY_LOCK, "record_ids": names}
+        )
 
 
 async def load_records(
