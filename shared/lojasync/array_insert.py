@@ -24,6 +24,9 @@ from sqlalchemy import JSON, Column, Dialect, String, Table, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import ARRAY, TypeDecorator, TypeEngine
 
+# Stands for the parameter prefix in a built statement until it is executed.
+_PREFIX = "{prefix}"
+
 
 @dataclass(frozen=True)
 class _ColumnPlan:
@@ -36,7 +39,7 @@ class _ColumnPlan:
 @dataclass(frozen=True)
 class _Statement:
     columns: tuple[_ColumnPlan, ...]
-    clause: TextClause
+    sql: str  # parameters named :<_PREFIX>0, :<_PREFIX>1...
 
 
 class ArrayInsert:
@@ -76,14 +79,19 @@ class ArrayInsert:
         return True
 
     async def execute(self, connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
+        if rows:
+            await execute_together(connection, [(self, rows)])
+
+    def _sql_and_parameters(
+        self, rows: Sequence[dict[str, Any]], dialect: Dialect, prefix: str
+    ) -> tuple[str, dict[str, list[Any]]]:
+        """Return this insert's SQL for `rows`, its parameters named `<prefix><n>`."""
         if self.conflict_keys:
             rows = self._merge_repeated_keys(rows)
         names = tuple(rows[0].keys())
         statement = self._statements.get(names)
         if statement is None:
-            statement = self._build(names, connection.dialect)
+            statement = self._build(names, dialect)
             self._statements[names] = statement
         parameters: dict[str, list[Any]] = {}
         for index, plan in enumerate(statement.columns):
@@ -93,10 +101,10 @@ class ArrayInsert:
             else:
                 default = self.table.c[plan.name].default
                 values = [default.arg] * len(rows)  # type: ignore[union-attr]
-            parameters[f"p{index}"] = (
+            parameters[f"{prefix}{index}"] = (
                 values if convert is None else [convert(value) for value in values]
             )
-        await connection.execute(statement.clause, parameters)
+        return statement.sql.replace(_PREFIX, prefix), parameters
 
     def _merge_repeated_keys(self, rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
         merged: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -127,7 +135,8 @@ class ArrayInsert:
         quote = dialect.identifier_preparer.quote
         target = ", ".join(quote(plan.name) for plan in columns)
         arrays = ", ".join(
-            f"CAST(:p{index} AS {plan.parameter_type}[])" for index, plan in enumerate(columns)
+            f"CAST(:{_PREFIX}{index} AS {plan.parameter_type}[])"
+            for index, plan in enumerate(columns)
         )
         aliases = ", ".join(f"c{index}" for index in range(len(columns)))
         selected = ", ".join(
@@ -148,7 +157,41 @@ class ArrayInsert:
                 sql += f" ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
             else:
                 sql += f" ON CONFLICT ({keys}) DO NOTHING"
-        return _Statement(columns, text(sql))
+        return _Statement(columns, sql)
+
+
+_COMBINED: dict[str, TextClause] = {}
+
+
+async def execute_together(
+    connection: AsyncConnection, inserts: Sequence[tuple[ArrayInsert, Sequence[dict[str, Any]]]]
+) -> None:
+    """Run several inserts in one statement and one round trip.
+
+    All but the last become data-modifying WITH queries, which PostgreSQL runs to
+    completion with the statement. The tables must differ: the parts do not see each
+    other's rows. Inserts without rows are left out.
+    """
+    parts: list[str] = []
+    parameters: dict[str, list[Any]] = {}
+    for insert, rows in inserts:
+        if not rows:
+            continue
+        sql, part_parameters = insert._sql_and_parameters(
+            rows, connection.dialect, f"w{len(parts)}_"
+        )
+        parts.append(sql)
+        parameters.update(part_parameters)
+    if not parts:
+        return
+    combined = parts[-1]
+    if len(parts) > 1:
+        queries = ", ".join(f"w{index} AS ({sql})" for index, sql in enumerate(parts[:-1]))
+        combined = f"WITH {queries} {parts[-1]}"
+    clause = _COMBINED.get(combined)
+    if clause is None:
+        clause = _COMBINED[combined] = text(combined)
+    await connection.execute(clause, parameters)
 
 
 def _plan(column: Column[Any], dialect: Dialect) -> _ColumnPlan:

@@ -51,7 +51,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
-from lojasync.array_insert import ArrayInsert
+from lojasync.array_insert import ArrayInsert, execute_together
 
 logger = logging.getLogger(__name__)
 
@@ -444,15 +444,17 @@ class Upsert:
         raise ValueError(f"unsupported database dialect {dialect!r}; use PostgreSQL or SQLite")
 
     async def execute(self, connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        if dialect_of(connection) == POSTGRESQL and self._array_insert.accepts(rows):
-            await self._array_insert.execute(connection, rows)
-        else:
-            await connection.execute(self.statement_for(connection), list(rows))
+        await write_together(connection, [(self, rows)])
 
 
 _ARRAY_INSERTS: dict[str, ArrayInsert] = {}
+
+
+def _array_insert(table: Table) -> ArrayInsert:
+    statement = _ARRAY_INSERTS.get(table.fullname)
+    if statement is None:
+        statement = _ARRAY_INSERTS[table.fullname] = ArrayInsert(table)
+    return statement
 
 
 async def insert_rows(
@@ -460,39 +462,60 @@ async def insert_rows(
 ) -> None:
     """Insert `rows` into `table`: one statement on PostgreSQL (see lojasync.array_insert),
     an executemany elsewhere."""
-    if not rows:
-        return
-    if dialect_of(connection) == POSTGRESQL:
-        statement = _ARRAY_INSERTS.get(table.fullname)
-        if statement is None:
-            statement = _ARRAY_INSERTS[table.fullname] = ArrayInsert(table)
-        if statement.accepts(rows):
-            await statement.execute(connection, rows)
-            return
-    await connection.execute(table.insert(), list(rows))
+    await write_together(connection, [(table, rows)])
 
 
 async def add_outbox(connection: AsyncConnection, events: Sequence[OutgoingEvent]) -> None:
-    if not events:
+    await write_together(connection, [], events)
+
+
+async def write_together(
+    connection: AsyncConnection,
+    writes: Sequence[tuple[Upsert | Table, Sequence[dict[str, Any]]]],
+    events: Sequence[OutgoingEvent] = (),
+) -> None:
+    """Insert (into a Table) or upsert (with an Upsert) rows of different tables, and add
+    `events` to the outbox.
+
+    On PostgreSQL everything goes in one statement, so a batch's writes cost one round
+    trip (see lojasync.array_insert.execute_together). Elsewhere, or when the rows of one
+    write differ in their columns, the writes run one after another.
+    """
+    parts = [(target, rows) for target, rows in writes if rows]
+    if events:
+        # Read by ServiceRuntime.transaction, which wakes the relay only after such a commit.
+        connection.info[OUTBOX_WRITTEN] = True
+        parts.append((OUTBOX, _outbox_rows(events)))
+    if not parts:
         return
-    # Read by ServiceRuntime.transaction, which wakes the relay only after such a commit.
-    connection.info[OUTBOX_WRITTEN] = True
+    if dialect_of(connection) == POSTGRESQL:
+        inserts = [
+            (target._array_insert if isinstance(target, Upsert) else _array_insert(target), rows)
+            for target, rows in parts
+        ]
+        if all(insert.accepts(rows) for insert, rows in inserts):
+            await execute_together(connection, inserts)
+            return
+    for target, rows in parts:
+        if isinstance(target, Upsert):
+            await connection.execute(target.statement_for(connection), list(rows))
+        else:
+            await connection.execute(target.insert(), list(rows))
+
+
+def _outbox_rows(events: Sequence[OutgoingEvent]) -> list[dict[str, Any]]:
     now = utc_now()
-    await insert_rows(
-        connection,
-        OUTBOX,
-        [
-            {
-                "event_id": event.event_id,
-                "routing_key": event.routing_key,
-                "event_type": event.event_type,
-                "partition_key": event.partition_key,
-                "body": event.body,
-                "created_at": now,
-            }
-            for event in events
-        ],
-    )
+    return [
+        {
+            "event_id": event.event_id,
+            "routing_key": event.routing_key,
+            "event_type": event.event_type,
+            "partition_key": event.partition_key,
+            "body": event.body,
+            "created_at": now,
+        }
+        for event in events
+    ]
 
 
 # Serialization failure, deadlock, administrator shutdown, crash shutdown, cannot connect

@@ -26,6 +26,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lojasync.persistence import (
+    OUTBOX,
+    OUTBOX_WRITTEN,
+    OutgoingEvent,
     TextList,
     Upsert,
     UtcDateTime,
@@ -36,6 +39,7 @@ from lojasync.persistence import (
     json_document,
     select_by_record_ids,
     serial_id,
+    write_together,
 )
 from tests.conftest import DatabaseFactory
 
@@ -93,7 +97,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseFactory:
 @pytest.fixture
 async def engine(database: DatabaseFactory) -> AsyncIterator[AsyncEngine]:
     created = create_engine(await database("set-writes"))
-    await create_tables(created, list(METADATA.tables.values()))
+    await create_tables(created, [*METADATA.tables.values(), OUTBOX])
     yield created
     await created.dispose()
 
@@ -196,10 +200,7 @@ async def test_insert_rows_numbers_serial_keys_in_row_order(engine: AsyncEngine)
         await insert_rows(
             connection,
             LOG,
-            [
-                {"event_id": name, "body": name.encode(), "stores": ["loja-1"]}
-                for name in names
-            ],
+            [{"event_id": name, "body": name.encode(), "stores": ["loja-1"]} for name in names],
         )
     async with engine.connect() as connection:
         rows = (await connection.execute(select(LOG).order_by(LOG.c.seq))).all()
@@ -238,3 +239,40 @@ async def test_select_by_record_ids_locks_for_update(engine: AsyncEngine) -> Non
             select_by_record_ids(connection, RECORDS, [("product", "A")], for_update=True)
         )
         assert [row.record_key for row in rows] == ["A"]
+
+
+async def test_write_together_writes_each_table_and_the_outbox(engine: AsyncEngine) -> None:
+    events = [
+        OutgoingEvent(f"event-{index}", "resolved.product.all", "resolved", b"{}", None)
+        for index in range(3)
+    ]
+    async with engine.begin() as connection:
+        await UPSERT.execute(connection, [record("A", 1, deleted=False)])
+        await write_together(
+            connection,
+            [
+                (UPSERT, [record("A", 2, deleted=False), record("B", 1, deleted=False)]),
+                (LOG, [{"event_id": "log-1", "body": b"x", "stores": None}]),
+                (PLAIN_KEYS, []),
+            ],
+            events,
+        )
+        assert connection.info.get(OUTBOX_WRITTEN) is True
+    async with engine.connect() as connection:
+        queued = [
+            row.event_id
+            for row in await connection.execute(select(OUTBOX.c.event_id).order_by(OUTBOX.c.id))
+        ]
+        logged = [row.event_id for row in await connection.execute(select(LOG.c.event_id))]
+
+    rows = await read_records(engine)
+    assert {key: row.revision for key, row in rows.items()} == {"A": 2, "B": 1}
+    assert logged == ["log-1"]
+    assert queued == ["event-0", "event-1", "event-2"]
+
+
+async def test_write_together_without_rows_writes_nothing(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await write_together(connection, [(UPSERT, []), (LOG, [])])
+        assert OUTBOX_WRITTEN not in connection.info
+    assert await read_records(engine) == {}

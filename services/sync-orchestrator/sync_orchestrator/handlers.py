@@ -31,11 +31,10 @@ from lojasync.messaging import PermanentFailure
 from lojasync.persistence import (
     OutgoingEvent,
     Upsert,
-    add_outbox,
-    insert_rows,
     record_inbox,
     select_by_record_ids,
     utc_now,
+    write_together,
 )
 from lojasync.policy import Owner, Policy, ScopeFromDistribution
 from lojasync.reference import ReferenceTables
@@ -510,6 +509,7 @@ _SAVE_STORE = Upsert(KNOWN_STORE, ("store_id",), ("api_url", "last_seen"))
 
 
 async def _write(connection: AsyncConnection, batch: _Batch) -> None:
+    rows: list[dict[str, Any]] = []
     if batch.touched:
         rows = [
             {
@@ -528,7 +528,6 @@ async def _write(connection: AsyncConnection, batch: _Batch) -> None:
             }
             for (entity, record_key), (state, origin) in batch.touched.items()
         ]
-        await _SAVE_STATES.execute(connection, rows)
-    if batch.log_rows:
-        await insert_rows(connection, EVENT_LOG, batch.log_rows)
-    await add_outbox(connection, batch.outgoing)
+    await write_together(
+        connection, [(_SAVE_STATES, rows), (EVENT_LOG, batch.log_rows)], batch.outgoing
+    )
