@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -36,6 +37,19 @@ def create_broker(
     if is_embedded_url(url):
         return EmbeddedBroker(url, namespace, prefetch=prefetch, partitions=partitions)
     return Broker(url, namespace, prefetch=prefetch, partitions=partitions)
+
+
+def freeze_startup_objects() -> None:
+    """Exclude the objects alive now from the cyclic garbage collector's later passes.
+
+    A service loads its reference tables, policy, models and SQL metadata at start-up and
+    keeps them until it stops. The collector's full passes went over all of them again:
+    pauses of 55 to 285 ms were measured in the services, which stalled every batch in
+    flight. Refcounting still frees a frozen object that is released later; only a cycle
+    of frozen objects that becomes garbage stays in memory.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,7 @@ class ServiceRuntime:
                 "service started without the broker; it keeps connecting in the background",
                 extra={"service": self.name},
             )
+        freeze_startup_objects()
         logger.info("service started", extra={"service": self.name})
 
     async def _connect_and_subscribe(self, subscriptions: Sequence[Subscription]) -> None:
