@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, Integer, Table, Text
+from sqlalchemy import Column, Integer, Table, Text
 from sqlmodel import Field, SQLModel
 
 from lojasync.persistence import UtcDateTime, byte_ordered_text, json_document, utc_now
@@ -16,7 +16,8 @@ class StoreRecord(SQLModel, table=True):
     and the local edit that waits for the orchestrator's decision."""
 
     __tablename__ = "store_record"
-    __table_args__ = (Index("ix_store_record_entity", "entity"),)
+    # The primary key (entity, record_key) also serves every query by entity alone, so
+    # the table has no other index to update on each write.
 
     entity: str = Field(sa_column=Column(Text, primary_key=True))
     # Keys compare by bytes, so keyset pagination and the entity digest
