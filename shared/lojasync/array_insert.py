@@ -3,11 +3,10 @@
 asyncpg's executemany sends one Bind/Execute per row, and PostgreSQL runs the statement
 once per row. Sending one array per column and inserting `SELECT ... FROM unnest(...)`
 runs one statement for the whole batch, with the same text for any number of rows, so
-it is prepared once. That made the rows of a consumer batch several times cheaper to
-write.
+it is prepared once. In the benchmark this raised the throughput by about 8 %.
 
 Values go through each column's own bind processing first (JSON serialization, the
-timezone check of `UtcDateTime`), so a row holds what an executemany would have sent.
+timezone check of `UtcDateTime`), so a row gets the values an executemany would send.
 PostgreSQL has no arrays of arrays of different lengths, so a TEXT[] column travels as
 the text of an array literal and a JSON column as JSON text; both are cast back in the
 SELECT. The rows are inserted in the order given (`WITH ORDINALITY ... ORDER BY`), so a
@@ -59,7 +58,10 @@ class ArrayInsert:
         update_columns: Sequence[str] = (),
     ) -> None:
         if update_columns and not conflict_keys:
-            raise ValueError("update_columns needs conflict_keys")
+            raise ValueError(
+                "update_columns given without conflict_keys; pass the key columns that "
+                "detect the conflict"
+            )
         self.table = table
         self.conflict_keys = tuple(conflict_keys)
         self.update_columns = tuple(update_columns)
@@ -127,6 +129,7 @@ class ArrayInsert:
         if unknown:
             raise ValueError(f"{self.table.name} has no column {unknown[0]!r}")
         wanted = set(names)
+
         columns = tuple(
             _plan(column, dialect)
             for column in self.table.c
@@ -142,6 +145,7 @@ class ArrayInsert:
         selected = ", ".join(
             plan.select_expression.format(f"u.c{index}") for index, plan in enumerate(columns)
         )
+
         sql = (
             f"INSERT INTO {quote(self.table.name)} ({target})"
             f" SELECT {selected} FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, ordinal)"
