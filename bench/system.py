@@ -44,16 +44,26 @@ CLEANUP_ATTEMPTS = 6
 CLEANUP_RETRY_SECONDS = 5.0
 
 
+# Ports this process has handed out. Linux may give the same port to two binds to port 0
+# in a row once the first socket is closed; two services of one system then got the same
+# port and the second failed to start.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """Return a TCP port of 127.0.0.1 that was free a moment ago.
+    """Return a TCP port of 127.0.0.1 that was free a moment ago and that this process has
+    not returned before.
 
     NOTE: another process may bind the port before the service does; the service then
     exits and `ProcessGroup.wait_ready` reports it with its log file.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from bench.system import free_port
 from lojasync_demo.processes import ProcessGroup, ServiceProcess
 
 ORCHESTRATOR = "sync-orchestrator"
@@ -37,18 +37,6 @@ POLL_SECONDS = 0.25
 LOG_TAIL_LINES = 40
 
 DatabaseFactory = Callable[[str], Awaitable[str]]
-
-
-def free_port() -> int:
-    """Return a TCP port of 127.0.0.1 that no socket used a moment ago.
-
-    NOTE: another process may take the port between this call and the service's bind;
-    the service then fails to start and `wait_ready` reports it.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -31,6 +31,7 @@ from bench.stats import (
     ratio,
     summarize_latencies,
 )
+from bench.system import free_port
 from bench.workload import DESCRIPTION_MAX, Change, Workload, latency_changes
 from lojasync.catalog import validate_record
 from lojasync.i18n import ENGLISH, PORTUGUESE
@@ -506,3 +507,8 @@ def test_profile_lists_project_functions_by_total() -> None:
 
 def test_frame_package_of_shortened_path() -> None:
     assert frame_package("wait (threading.py:320)") == "threading"
+
+
+def test_free_port_never_repeats_a_port() -> None:
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
