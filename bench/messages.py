@@ -6,9 +6,10 @@ command (`lojasync.i18n.detect_language`).
 
 from __future__ import annotations
 
+import string
 import sys
 
-from lojasync.i18n import PORTUGUESE
+from lojasync.i18n import PORTUGUESE, format_number
 
 _MESSAGES: dict[str, tuple[str, str]] = {
     # Progress lines, printed to stderr.
@@ -27,7 +28,7 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "progress.setup": (
         "Pushing {records:,} reference and parent records (not measured)...",
-        "Enviando {records:,} registros de referência e registros pais (sem medição)...",
+        "Enviando {records:,} registros de referência e registros-pai (sem medição)...",
     ),
     "progress.setup_done": (
         "  every store matches the orchestrator after {seconds:.1f} s",
@@ -63,7 +64,8 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "progress.backlog": (
         "Backlog: filling the queue of a stopped store registry with {events:,} events...",
-        "Fila acumulada: enchendo a fila de um store registry parado com {events:,} eventos...",
+        "Fila acumulada: enchendo a fila de uma loja parada (store registry) com "
+        "{events:,} eventos...",
     ),
     "progress.backlog_done": (
         "  drained at {rate:,.0f} events/s, peak RSS {peak:,.0f} MB",
@@ -107,6 +109,7 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "latency {stat} at {rate:,.0f} changes/s (ms)",
         "latência {stat} a {rate:,.0f} alterações/s (ms)",
     ),
+    "table.max": ("max", "máx"),
     "table.achieved": (
         "offered load reached (changes/s)",
         "carga oferecida alcançada (alterações/s)",
@@ -139,11 +142,34 @@ _MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 
+class _PortugueseNumbers(string.Formatter):
+    """A formatter that writes numbers with Brazilian separators: 18.575 and 4,9 where
+    English writes 18,575 and 4.9."""
+
+    def format_field(self, value: object, format_spec: str) -> str:
+        formatted: str = format(value, format_spec)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return formatted.translate(_PORTUGUESE_SEPARATORS)
+        return formatted
+
+
+_PORTUGUESE_SEPARATORS = str.maketrans(",.", ".,")
+_PORTUGUESE_FORMATTER = _PortugueseNumbers()
+
+
 def text(key: str, language: str, **values: object) -> str:
-    """Return message `key` in `language`, formatted with `values`."""
+    """Return message `key` in `language`, formatted with `values`, numbers included."""
     english, portuguese = _MESSAGES[key]
-    template = portuguese if language == PORTUGUESE else english
-    return template.format(**values)
+    if language == PORTUGUESE:
+        return _PORTUGUESE_FORMATTER.format(portuguese, **values)
+    return english.format(**values)
+
+
+def number(value: float | None, language: str, digits: int = 0) -> str:
+    """Return `value` with thousands separators and `digits` decimals, or "-" for None."""
+    if value is None:
+        return "-"
+    return format_number(value, language, digits)
 
 
 class Progress:

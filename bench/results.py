@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.messages import text
+from bench.messages import number, text
 from bench.stats import LatencySummary, median, median_summary, rate, ratio
 
 FORMAT_VERSION = 1
@@ -417,12 +417,6 @@ def result_json(result: BenchResult) -> dict[str, Any]:
 # --- Table ---------------------------------------------------------------------------------
 
 
-def _number(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
 def _verdict(met: bool | None, language: str) -> str:
     if met is None:
         return ""
@@ -437,21 +431,21 @@ def render_table(result: BenchResult, language: str) -> str:
     rows: list[tuple[str, str, str, str]] = [
         (
             text("table.throughput", language, stores=stores),
-            _number(throughput),
-            f">= {THROUGHPUT_TARGET:,.0f}",
+            number(throughput, language),
+            f">= {number(THROUGHPUT_TARGET, language)}",
             _verdict(checks["throughput"].met, language),
         ),
-        (text("table.direct", language), _number(result.direct_median), "", ""),
+        (text("table.direct", language), number(result.direct_median, language), "", ""),
         (
             text("table.direct_ratio", language),
-            _number(checks["direct_ratio"].value, 3),
-            f">= {DIRECT_RATIO_TARGET}",
+            number(checks["direct_ratio"].value, language, 3),
+            f">= {number(DIRECT_RATIO_TARGET, language, 1)}",
             _verdict(checks["direct_ratio"].met, language),
         ),
-        (text("table.broker", language), _number(result.broker_median), "", ""),
+        (text("table.broker", language), number(result.broker_median, language), "", ""),
         (
             text("table.broker_ratio", language),
-            _number(ratio(throughput, result.broker_median), 3),
+            number(ratio(throughput, result.broker_median), language, 3),
             "",
             "",
         ),
@@ -462,7 +456,7 @@ def render_table(result: BenchResult, language: str) -> str:
         rows.append(
             (
                 text("table.memory", language, service=memory.service),
-                _number(memory.peak_rss_mb),
+                number(memory.peak_rss_mb, language),
                 f"< {MEMORY_TARGET_MB:.0f}",
                 _verdict(check.met, language),
             )
@@ -472,7 +466,7 @@ def render_table(result: BenchResult, language: str) -> str:
         rows.append(
             (
                 text("table.backlog_peak", language, events=backlog.events),
-                _number(backlog.peak_rss_mb),
+                number(backlog.peak_rss_mb, language),
                 f"< {MEMORY_TARGET_MB:.0f}",
                 _verdict(checks["memory:backlog"].met, language),
             )
@@ -480,7 +474,7 @@ def render_table(result: BenchResult, language: str) -> str:
         rows.append(
             (
                 text("table.backlog_rate", language, events=backlog.events),
-                _number(backlog.drain_rate),
+                number(backlog.drain_rate, language),
                 "",
                 "",
             )
@@ -510,23 +504,23 @@ def _latency_rows(
     return [
         (
             text("table.latency", language, stat="p50", rate=offered),
-            _number(latency.p50_ms),
+            number(latency.p50_ms, language),
             "",
             "",
         ),
         (
             text("table.latency", language, stat="p99", rate=offered),
-            _number(latency.p99_ms),
+            number(latency.p99_ms, language),
             f"< {P99_TARGET_MS:.0f}",
             _verdict(checks["latency_p99"].met, language),
         ),
         (
-            text("table.latency", language, stat="max", rate=offered),
-            _number(latency.max_ms),
+            text("table.latency", language, stat=text("table.max", language), rate=offered),
+            number(latency.max_ms, language),
             "",
             "",
         ),
-        (text("table.achieved", language), _number(achieved), "", ""),
+        (text("table.achieved", language), number(achieved, language), "", ""),
     ]
 
 

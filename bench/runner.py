@@ -29,7 +29,13 @@ from bench.floors import (
     run_direct_floor,
 )
 from bench.latency import run_latency
-from bench.machine import describe_machine, read_loadavg, wait_for_load
+from bench.machine import (
+    describe_machine,
+    postgresql_version,
+    rabbitmq_version,
+    read_loadavg,
+    wait_for_load,
+)
 from bench.memory import read_status_kib
 from bench.messages import Progress
 from bench.polling import wait_until
@@ -95,14 +101,22 @@ async def run_benchmark(options: BenchOptions, progress: Progress) -> BenchResul
         store_ids=settings.stores,
     )
     try:
-        machine = await describe_machine(options.broker_url, system.admin_dsn, load_wait)
-    except (OSError, asyncpg.PostgresError, aiormq.exceptions.AMQPError) as exc:
+        await rabbitmq_version(options.broker_url)
+    except (OSError, aiormq.exceptions.AMQPError) as exc:
         raise BenchFailed(
-            f"cannot reach RabbitMQ at {redact_url(options.broker_url)} or PostgreSQL at "
-            f"{redact_url(options.database_server)}: {exc}; start them or pass --broker-url "
-            "and --database-server",
+            f"cannot reach RabbitMQ at {redact_url(options.broker_url)}: {exc}; start it or "
+            "pass --broker-url",
             None,
         ) from exc
+    try:
+        await postgresql_version(system.admin_dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchFailed(
+            f"cannot reach PostgreSQL at {redact_url(options.database_server)}: {exc}; start "
+            "it or pass --database-server",
+            None,
+        ) from exc
+    machine = await describe_machine(options.broker_url, system.admin_dsn, load_wait)
     result = BenchResult(
         started_at=_now(), command=options.command, settings=settings, machine=machine
     )

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from bench.memory import parse_status_kib
+from bench.messages import number, text
 from bench.profiling import frame_function, frame_package, summarize_raw
 from bench.results import (
     BacklogResult,
@@ -512,3 +513,19 @@ def test_frame_package_of_shortened_path() -> None:
 def test_free_port_never_repeats_a_port() -> None:
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
+
+
+def test_portuguese_messages_use_brazilian_separators() -> None:
+    line = text("progress.setup", PORTUGUESE, records=18575)
+    done = text("progress.setup_done", PORTUGUESE, seconds=4.9)
+
+    assert "18.575" in line
+    assert "4,9 s" in done
+    assert "18,575" in text("progress.setup", "en", records=18575)
+
+
+def test_number_formats_by_language() -> None:
+    assert number(4303.4, PORTUGUESE) == "4.303"
+    assert number(0.0801, PORTUGUESE, 3) == "0,080"
+    assert number(0.0801, "en", 3) == "0.080"
+    assert number(None, "en") == "-"
