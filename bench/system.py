@@ -45,8 +45,8 @@ CLEANUP_RETRY_SECONDS = 5.0
 
 
 # Ports this process has handed out. Linux may give the same port to two binds to port 0
-# in a row once the first socket is closed; two services of one system then got the same
-# port and the second failed to start.
+# in a row once the first socket is closed. Two services of one system then got the same
+# port, and the second failed to start.
 _HANDED_OUT: set[int] = set()
 
 

@@ -8,8 +8,8 @@ it is prepared once. In the benchmark this raised the throughput by about 8 %.
 Values go through each column's own bind processing first (JSON serialization, the
 timezone check of `UtcDateTime`), so a row gets the values an executemany would send.
 PostgreSQL has no arrays of arrays of different lengths, so a TEXT[] column travels as
-the text of an array literal and a JSON column as JSON text; both are cast back in the
-SELECT. The rows are inserted in the order given (`WITH ORDINALITY ... ORDER BY`), so a
+the text of an array literal. A JSON column travels as JSON text. The SELECT casts both
+back. The rows are inserted in the order given (`WITH ORDINALITY ... ORDER BY`), so a
 serial key numbers them as an executemany would.
 """
 
@@ -128,12 +128,12 @@ class ArrayInsert:
         unknown = [name for name in names if name not in self.table.c]
         if unknown:
             raise ValueError(f"{self.table.name} has no column {unknown[0]!r}")
-        wanted = set(names)
+        given = set(names)
 
         columns = tuple(
             _plan(column, dialect)
             for column in self.table.c
-            if column.name in wanted or (column.default is not None and column.default.is_scalar)
+            if column.name in given or (column.default is not None and column.default.is_scalar)
         )
         quote = dialect.identifier_preparer.quote
         target = ", ".join(quote(plan.name) for plan in columns)
@@ -153,7 +153,7 @@ class ArrayInsert:
         )
         if self.conflict_keys:
             keys = ", ".join(quote(name) for name in self.conflict_keys)
-            updates = [name for name in self.update_columns if name in wanted]
+            updates = [name for name in self.update_columns if name in given]
             if updates:
                 assignments = ", ".join(
                     f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updates

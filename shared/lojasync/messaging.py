@@ -422,7 +422,7 @@ class BatchConsumer:
 
     With `batch_linger` (seconds), a batch that ends smaller than `batch_max` because the
     buffer ran dry waits that long once and takes what arrived meanwhile. A publisher's
-    round of messages reaches the consumer over a few milliseconds; without the wait the
+    round of messages reaches the consumer over a few milliseconds. Without the wait the
     first of them made a batch of its own, and every batch costs a transaction.
     """
 

@@ -375,15 +375,15 @@ def select_by_record_ids(
         .table_valued("entity", "record_key")
         .render_derived(name="ids")
     )
-    wanted_key: ColumnElement[Any] = ids.c.record_key
+    requested_key: ColumnElement[Any] = ids.c.record_key
     key_type = columns.record_key.type.dialect_impl(connection.dialect)
     collation = getattr(key_type, "collation", None)
     if collation is not None:
         # Compared in the key column's own collation (see byte_ordered_text), the primary
         # key index serves the lookup.
-        wanted_key = wanted_key.collate(collation)
+        requested_key = requested_key.collate(collation)
     query = select(table).join(
-        ids, and_(columns.entity == ids.c.entity, columns.record_key == wanted_key)
+        ids, and_(columns.entity == ids.c.entity, columns.record_key == requested_key)
     )
     return query.with_for_update(of=table) if for_update else query
 
@@ -455,14 +455,6 @@ def _array_insert(table: Table) -> ArrayInsert:
     if statement is None:
         statement = _ARRAY_INSERTS[table.fullname] = ArrayInsert(table)
     return statement
-
-
-async def insert_rows(
-    connection: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
-) -> None:
-    """Insert `rows` into `table`: one statement on PostgreSQL (see lojasync.array_insert),
-    an executemany elsewhere."""
-    await write_together(connection, [(table, rows)])
 
 
 async def add_outbox(connection: AsyncConnection, events: Sequence[OutgoingEvent]) -> None:

@@ -1,6 +1,6 @@
 """Many-row writes and reads by record id, on PostgreSQL and on SQLite.
 
-On PostgreSQL `Upsert` and `insert_rows` send one array per column
+On PostgreSQL `Upsert` and `write_together` send one array per column
 (`lojasync.array_insert`) and `select_by_record_ids` joins `unnest`; SQLite takes the
 executemany and the row comparison. Both must leave the same rows.
 """
@@ -35,7 +35,6 @@ from lojasync.persistence import (
     byte_ordered_text,
     create_engine,
     create_tables,
-    insert_rows,
     json_document,
     select_by_record_ids,
     serial_id,
@@ -174,7 +173,7 @@ async def test_upsert_updates_only_the_listed_columns(engine: AsyncEngine) -> No
     assert row.deleted is True  # not an update column
 
 
-async def test_repeated_key_in_one_call_ends_as_consecutive_upserts(
+async def test_upsert_merges_repeated_keys(
     engine: AsyncEngine,
 ) -> None:
     async with engine.begin() as connection:
@@ -194,20 +193,17 @@ async def test_repeated_key_in_one_call_ends_as_consecutive_upserts(
     assert rows["A"].deleted is True  # from the first row: not an update column
 
 
-async def test_insert_rows_numbers_serial_keys_in_row_order(engine: AsyncEngine) -> None:
+async def test_insert_keeps_row_order(engine: AsyncEngine) -> None:
     names = [f"event-{index:03d}" for index in range(200)]
     async with engine.begin() as connection:
-        await insert_rows(
-            connection,
-            LOG,
-            [{"event_id": name, "body": name.encode(), "stores": ["loja-1"]} for name in names],
-        )
+        rows = [{"event_id": name, "body": name.encode(), "stores": ["loja-1"]} for name in names]
+        await write_together(connection, [(LOG, rows)])
     async with engine.connect() as connection:
-        rows = (await connection.execute(select(LOG).order_by(LOG.c.seq))).all()
+        stored = (await connection.execute(select(LOG).order_by(LOG.c.seq))).all()
 
-    assert [row.event_id for row in rows] == names
-    assert [row.body for row in rows] == [name.encode() for name in names]
-    assert all(row.stores == ["loja-1"] for row in rows)
+    assert [row.event_id for row in stored] == names
+    assert [row.body for row in stored] == [name.encode() for name in names]
+    assert all(row.stores == ["loja-1"] for row in stored)
 
 
 @pytest.mark.parametrize("table", [RECORDS, PLAIN_KEYS], ids=["byte-ordered", "plain"])
@@ -217,14 +213,11 @@ async def test_select_by_record_ids(engine: AsyncEngine, table: Table) -> None:
         if table is RECORDS:
             await UPSERT.execute(connection, [record(key, 1) for key in keys])
         else:
-            await insert_rows(
-                connection,
-                PLAIN_KEYS,
-                [{"entity": "product", "record_key": key, "revision": 1} for key in keys],
-            )
-    wanted = [("product", "a"), ("product", "Á"), ("product", "missing"), ("price", "A")]
+            plain_rows = [{"entity": "product", "record_key": key, "revision": 1} for key in keys]
+            await write_together(connection, [(PLAIN_KEYS, plain_rows)])
+    requested = [("product", "a"), ("product", "Á"), ("product", "missing"), ("price", "A")]
     async with engine.connect() as connection:
-        found = await connection.execute(select_by_record_ids(connection, table, wanted))
+        found = await connection.execute(select_by_record_ids(connection, table, requested))
         keys_found = sorted(row.record_key for row in found)
         nothing = await connection.execute(select_by_record_ids(connection, table, []))
         assert nothing.all() == []

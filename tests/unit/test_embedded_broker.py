@@ -682,9 +682,7 @@ async def _batches_of_two_publishes(broker: EmbeddedBroker, linger: float) -> li
         handled.append([envelope.id for envelope in envelopes])
 
     await broker.declare_queue("lingering", ["changed.#"])
-    consumer = await broker.consume(
-        "lingering", [], handler, batch_max=500, batch_linger=linger
-    )
+    consumer = await broker.consume("lingering", [], handler, batch_max=500, batch_linger=linger)
     await broker.publish([envelope_event("first", "changed.product.erp")])
     await asyncio.sleep(0.05)
     await broker.publish([envelope_event("second", "changed.product.erp")])

@@ -32,7 +32,7 @@ def test_derived_id_equals_uuid5(name: str) -> None:
     assert derived_id(parent, name) == derived_id(parent, name)
 
 
-def test_derived_id_rejects_a_parent_that_is_not_a_uuid() -> None:
+def test_derived_id_rejects_non_uuid_parent() -> None:
     with pytest.raises(ValueError, match="not a UUID"):
         derived_id("abc", "all")
 

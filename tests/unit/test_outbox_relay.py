@@ -74,9 +74,7 @@ async def test_wake_during_a_round_starts_another_round(engine: AsyncEngine) -> 
     relay.start()
     try:
         relay.wake()
-        await eventually(
-            lambda: published_count(bus), until=lambda count: count == 2, timeout=5
-        )
+        await eventually(lambda: published_count(bus), until=lambda count: count == 2, timeout=5)
     finally:
         await relay.stop()
     assert bus.published == ["first", "second"]

@@ -29,9 +29,9 @@ RecordId = tuple[str, str]
 # serializes them. On SQLite the engine's single connection serializes every
 # transaction, so no lock is taken there.
 #
-# The same statement first takes BULK_APPLY_LOCK in shared mode: the join needs the
-# one-row `bulk` subquery before it can produce a row, and the sort before the outer
-# SELECT reads every row, so that lock is taken before any record lock.
+# The same statement first takes BULK_APPLY_LOCK in shared mode. The join evaluates the
+# one-row `bulk` subquery before it produces a row, and the sort reads every row before
+# the outer SELECT takes a record lock. So the shared lock comes first.
 _LOCK_RECORDS = text(
     "SELECT pg_advisory_xact_lock(lock_id) FROM ("
     " SELECT DISTINCT hashtextextended(record_id, 0) AS lock_id"
