@@ -73,16 +73,10 @@ class ArrayInsert:
         names = rows[0].keys()
         if any(row.keys() != names for row in rows):
             return False
-        for column in self.table.c:
-            if column.name in names or column.default is None:
-                continue
-            if not column.default.is_scalar:
-                return False
-        return True
-
-    async def execute(self, connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            await execute_together(connection, [(self, rows)])
+        return all(
+            column.name in names or column.default is None or _has_constant_default(column)
+            for column in self.table.c
+        )
 
     def _sql_and_parameters(
         self, rows: Sequence[dict[str, Any]], dialect: Dialect, prefix: str
@@ -128,12 +122,12 @@ class ArrayInsert:
         unknown = [name for name in names if name not in self.table.c]
         if unknown:
             raise ValueError(f"{self.table.name} has no column {unknown[0]!r}")
-        given = set(names)
+        row_columns = set(names)
 
         columns = tuple(
             _plan(column, dialect)
             for column in self.table.c
-            if column.name in given or (column.default is not None and column.default.is_scalar)
+            if column.name in row_columns or _has_constant_default(column)
         )
         quote = dialect.identifier_preparer.quote
         target = ", ".join(quote(plan.name) for plan in columns)
@@ -153,7 +147,7 @@ class ArrayInsert:
         )
         if self.conflict_keys:
             keys = ", ".join(quote(name) for name in self.conflict_keys)
-            updates = [name for name in self.update_columns if name in given]
+            updates = [name for name in self.update_columns if name in row_columns]
             if updates:
                 assignments = ", ".join(
                     f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updates
@@ -196,6 +190,10 @@ async def execute_together(
     if clause is None:
         clause = _COMBINED[combined] = text(combined)
     await connection.execute(clause, parameters)
+
+
+def _has_constant_default(column: Column[Any]) -> bool:
+    return column.default is not None and column.default.is_scalar
 
 
 def _plan(column: Column[Any], dialect: Dialect) -> _ColumnPlan:

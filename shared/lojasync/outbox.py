@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -131,13 +133,22 @@ class OutboxRelay:
                         await lock_connection.execute(text("SELECT 1"))
                         await lock_connection.commit()
 
-    async def relay_once(self) -> int:
-        """Publish one round of outbox rows; return how many were published."""
-        # On PostgreSQL the read and the delete are single statements in autocommit mode:
-        # each is atomic alone, and BEGIN and COMMIT would add four round trips per round.
+    @asynccontextmanager
+    async def _single_statements(self) -> AsyncIterator[AsyncConnection]:
+        """Open a connection for statements that are each atomic alone.
+
+        On PostgreSQL it runs in autocommit mode, because BEGIN and COMMIT would add two
+        round trips to each of the relay's read and delete. The caller still commits, which
+        ends SQLite's implicit transaction.
+        """
         async with self._engine.connect() as connection:
             if not is_sqlite_url(self._engine.url):
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
+
+    async def relay_once(self) -> int:
+        """Publish one round of outbox rows; return how many were published."""
+        async with self._single_statements() as connection:
             rows = (
                 await connection.execute(
                     select(
@@ -168,9 +179,7 @@ class OutboxRelay:
         ]
         await self._bus.publish(pack_events(events))
 
-        async with self._engine.connect() as connection:
-            if not is_sqlite_url(self._engine.url):
-                await connection.execution_options(isolation_level="AUTOCOMMIT")
+        async with self._single_statements() as connection:
             # Delete exactly the published ids: a transaction that took a lower id may commit
             # after this round read the table, and its row must stay for the next round.
             await connection.execute(
