@@ -735,6 +735,17 @@ def validate_record(
     UnknownEntity, or RecordInvalid with all field errors. The record key in that error is
     None when the key fields themselves are invalid.
     """
+    return validate_keyed_record(entity, data, tables)[0]
+
+
+def validate_keyed_record(
+    entity: str, data: Mapping[str, object], tables: ReferenceTables
+) -> tuple[dict[str, object], str]:
+    """Validate a whole record as `validate_record` does; return it with its record key.
+
+    The key comes from the validated record, so it costs no second validation of the key
+    fields, and equals `record_key(entity, data)`.
+    """
     spec = entity_spec(entity)
     if not isinstance(data, Mapping):
         raise RecordInvalid(entity, None, [_not_an_object(data)])
@@ -746,4 +757,7 @@ def validate_record(
         except ValidationError:
             key = None
         raise RecordInvalid(entity, key, _errors_of(spec, exc)) from exc
-    return record.model_dump(mode="json")
+    return (
+        record.model_dump(mode="json"),
+        ":".join(str(getattr(record, name)) for name in spec.key_fields),
+    )

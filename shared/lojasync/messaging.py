@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import aio_pika
 import aiormq
+import orjson
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -42,7 +43,7 @@ from lojasync.errors import (
     LojasyncError,
     TransientError,
 )
-from lojasync.packing import BATCH_CONTENT_TYPE, PackInvalid, unpack
+from lojasync.packing import BATCH_CONTENT_TYPE, PackInvalid, unpack_objects
 from lojasync.persistence import OutgoingEvent, is_transient_database_error
 from lojasync.topology import (
     CHANGES_EXCHANGE_SUFFIX,
@@ -506,18 +507,18 @@ class BatchConsumer:
                 await self._dead_letter(message, str(exc))
                 return None
         try:
-            bodies = unpack(message.body)
+            objects = unpack_objects(message.body)
         except PackInvalid as exc:
             await self._dead_letter(message, str(exc))
             return None
         envelopes = []
-        for index, body in enumerate(bodies):
+        for index, raw in enumerate(objects):
             try:
-                envelopes.append(Envelope.from_bytes(body))
+                envelopes.append(Envelope.from_object(raw))
             except EnvelopeInvalid as exc:
                 # Its own id may be missing, so the copy is named by the pack and position.
                 copy_id = f"{message.message_id}/{index}"
-                await self._dead_letter_event(message, body, copy_id, None, str(exc))
+                await self._dead_letter_event(message, orjson.dumps(raw), copy_id, None, str(exc))
         return envelopes
 
     async def _handle(self, units: list[_Delivery]) -> None:

@@ -19,12 +19,15 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import BigInteger, Text, any_, bindparam, cast, delete, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import ColumnElement
 
 from lojasync.messaging import MessageBus, is_transient
 from lojasync.packing import pack_events
 from lojasync.persistence import OUTBOX, OutgoingEvent, is_sqlite_url
+from lojasync.pg_array import array_text
 
 logger = logging.getLogger(__name__)
 
@@ -168,23 +171,24 @@ class OutboxRelay:
             return 0
 
         events = [
-            OutgoingEvent(
-                event_id=row.event_id,
-                routing_key=row.routing_key,
-                event_type=row.event_type,
-                body=row.body,
-                partition_key=row.partition_key,
-            )
-            for row in rows
+            OutgoingEvent(event_id, routing_key, event_type, body, partition_key)
+            for _, event_id, routing_key, event_type, partition_key, body in rows
         ]
         await self._bus.publish(pack_events(events))
 
         async with self._single_statements() as connection:
             # Delete exactly the published ids: a transaction that took a lower id may commit
             # after this round read the table, and its row must stay for the next round.
-            await connection.execute(
-                delete(OUTBOX).where(OUTBOX.c.id.in_([row.id for row in rows]))
-            )
+            ids = [row[0] for row in rows]
+            published: ColumnElement[bool]
+            if is_sqlite_url(self._engine.url):
+                published = OUTBOX.c.id.in_(ids)
+            else:
+                # One statement text for any number of ids, prepared once.
+                published = OUTBOX.c.id == any_(
+                    cast(bindparam("ids", array_text(ids), type_=Text), ARRAY(BigInteger))
+                )
+            await connection.execute(delete(OUTBOX).where(published))
             await connection.commit()
         self.published += len(rows)
         logger.debug("outbox published", extra={"relay": self._name, "messages": len(rows)})

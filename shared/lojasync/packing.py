@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import orjson
 
@@ -67,15 +68,20 @@ def pack_events(
     return packed
 
 
-def unpack(body: bytes) -> list[bytes]:
-    """Return the serialized events of a pack's body, in order."""
+def unpack_objects(body: bytes) -> list[dict[str, Any]]:
+    """Return the events of a pack's body as parsed JSON objects, in order."""
     try:
         items = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PackInvalid(f"the body of a {BATCH_CONTENT_TYPE} message is not JSON: {exc}") from exc
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+    if not isinstance(items, list) or not all(type(item) is dict for item in items):
         raise PackInvalid(f"the body of a {BATCH_CONTENT_TYPE} message is not an array of objects")
-    return [orjson.dumps(item) for item in items]
+    return items
+
+
+def unpack(body: bytes) -> list[bytes]:
+    """Return the serialized events of a pack's body, in order."""
+    return [orjson.dumps(item) for item in unpack_objects(body)]
 
 
 def _segments(events: Sequence[OutgoingEvent]) -> Iterator[tuple[bool, list[OutgoingEvent]]]:

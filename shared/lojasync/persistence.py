@@ -15,10 +15,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -34,6 +33,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    cast,
     event,
     func,
     select,
@@ -52,6 +52,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
 from lojasync.array_insert import ArrayInsert, execute_together
+from lojasync.pg_array import array_text
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +156,11 @@ INBOX: Table = Inbox.__table__  # type: ignore[attr-defined]
 OUTBOX: Table = Outbox.__table__  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True)
-class OutgoingEvent:
-    """An event ready for the outbox: where it goes and its serialized CloudEvent."""
+class OutgoingEvent(NamedTuple):
+    """An event ready for the outbox: where it goes and its serialized CloudEvent.
+
+    A named tuple, because the orchestrator and the relays build one per event.
+    """
 
     event_id: str
     routing_key: str
@@ -297,7 +300,7 @@ async def create_tables(engine: AsyncEngine, tables: Sequence[Table]) -> None:
 # compiled and prepared statement; a multi-row VALUES list would be compiled per size.
 _INBOX_INSERT = text(
     "INSERT INTO inbox (event_id, received_at) "
-    "SELECT unnest(CAST(:event_ids AS TEXT[])), now() "
+    "SELECT unnest(CAST(CAST(:event_ids AS TEXT) AS TEXT[])), now() "
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
 # SQLite allows 32,766 bound parameters per statement (since 3.32).
@@ -313,7 +316,7 @@ async def record_inbox(connection: AsyncConnection, event_ids: Iterable[str]) ->
     if not ids:
         return set()
     if dialect_of(connection) == POSTGRESQL:
-        result = await connection.execute(_INBOX_INSERT, {"event_ids": ids})
+        result = await connection.execute(_INBOX_INSERT, {"event_ids": array_text(ids)})
         return {row[0] for row in result}
     now = utc_now()
     return await insert_new_rows(
@@ -369,8 +372,8 @@ def select_by_record_ids(
         return query.with_for_update() if for_update else query
     ids = (
         func.unnest(
-            bindparam("id_entities", [entity for entity, _ in record_ids], type_=ARRAY(Text)),
-            bindparam("id_keys", [key for _, key in record_ids], type_=ARRAY(Text)),
+            _text_array("id_entities", [entity for entity, _ in record_ids]),
+            _text_array("id_keys", [key for _, key in record_ids]),
         )
         .table_valued("entity", "record_key")
         .render_derived(name="ids")
@@ -386,6 +389,11 @@ def select_by_record_ids(
         ids, and_(columns.entity == ids.c.entity, columns.record_key == requested_key)
     )
     return query.with_for_update(of=table) if for_update else query
+
+
+def _text_array(name: str, values: Sequence[str]) -> ColumnElement[Any]:
+    """A TEXT[] parameter sent as array text (see lojasync.pg_array)."""
+    return cast(bindparam(name, array_text(values), type_=Text), ARRAY(Text))
 
 
 def insert_with_conflict(

@@ -110,13 +110,23 @@ class Outcome:
     report: ConvergenceReport
 
     def caught_up(self, revision: int) -> bool:
-        """Tell whether everyone holds `revision` and no store has a pending edit."""
+        """Tell whether everyone holds `revision` and no store has a pending edit.
+
+        The ERP must also hold the central record: when its push was merged with store
+        edits, its own copy of the push has the same revision until the merged record is
+        delivered to it.
+        """
         if self.central is None or self.central["revision"] != revision:
             return False
         for view in self.stores.values():
             if view is None or view["revision"] != revision or view["pending_action"]:
                 return False
-        return self.erp is not None and self.erp.revision == revision and self.report.converged
+        return (
+            self.erp is not None
+            and self.erp.revision == revision
+            and self.erp.record == self.central["record"]
+            and self.report.converged
+        )
 
 
 async def settled_outcome(system: System, ledger: ErpLedger, key: str, revision: int) -> Outcome:

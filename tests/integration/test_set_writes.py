@@ -121,6 +121,18 @@ async def read_records(engine: AsyncEngine) -> dict[str, Any]:
         return {row.record_key: row for row in rows}
 
 
+async def test_keys_with_awkward_characters_are_written_and_found(engine: AsyncEngine) -> None:
+    keys = ["NULL", "a,b", "{x}", 'q"u', "b\\s", " sp ", "tab\tnl\n", "\x01", "ção"]
+    async with engine.begin() as connection:
+        await UPSERT.execute(connection, [record(key, 1) for key in keys])
+        found = await connection.execute(
+            select_by_record_ids(connection, RECORDS, [("product", key) for key in keys])
+        )
+
+    assert sorted(row.record_key for row in found) == sorted(keys)
+    assert sorted(await read_records(engine)) == sorted(keys)
+
+
 async def test_upsert_writes_every_column_type(engine: AsyncEngine) -> None:
     awkward = ['loja "1"', "loja\\2", "loja,3", "{loja}", "", "ção"]
     async with engine.begin() as connection:

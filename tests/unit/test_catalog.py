@@ -15,6 +15,7 @@ from lojasync.catalog import (
     UnknownEntity,
     entity_spec,
     record_key,
+    validate_keyed_record,
     validate_record,
 )
 from lojasync.errors import LojasyncError
@@ -207,6 +208,23 @@ def test_record_key_matches_validated_record(
     record = validate_record(entity, VALID_RECORDS[entity], tables)
 
     assert record_key(entity, record) == expected
+
+
+@pytest.mark.parametrize(("entity", "expected"), sorted(EXPECTED_KEYS.items()))
+def test_validate_keyed_record_returns_the_record_and_its_key(
+    tables: ReferenceTables, entity: str, expected: str
+) -> None:
+    record, key = validate_keyed_record(entity, VALID_RECORDS[entity], tables)
+
+    assert record == validate_record(entity, VALID_RECORDS[entity], tables)
+    assert key == expected
+
+
+def test_validate_keyed_record_normalizes_the_key_fields(tables: ReferenceTables) -> None:
+    record = {**VALID_RECORDS["cst"], "tax": " ICMS "}
+
+    assert validate_keyed_record("cst", record, tables)[1] == record_key("cst", record)
+    assert record_key("cst", record).startswith("icms:")
 
 
 def test_record_key_ignores_other_fields() -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from lojasync.catalog import ENTITIES, RecordInvalid, record_key, validate_record
+from lojasync.catalog import ENTITIES, RecordInvalid, record_key, validate_keyed_record
 from lojasync.envelope import ERP_ORIGIN, RECORD_CHANGED, Envelope
 from lojasync.policy import Action, Policy, PolicyViolation, check_erp_change
 from lojasync.reference import ReferenceTables
@@ -56,19 +56,26 @@ class AcceptedChange:
     change_id: str | None = None
     base_revision: int | None = None
 
+    def event_attributes(self) -> dict[str, Any]:
+        """The attributes of the `record.changed` event, without its id.
+
+        The ERP's change_id is the event's correlation id.
+        """
+        return {
+            "source": SOURCE,
+            "type": RECORD_CHANGED,
+            "subject": f"{self.entity}/{self.record_key}",
+            "entity": self.entity,
+            "recordkey": self.record_key,
+            "origin": ERP_ORIGIN,
+            "baserevision": self.base_revision,
+            "correlationid": self.change_id,
+            "data": {"action": self.action, "fields": self.fields},
+        }
+
     def to_envelope(self) -> Envelope:
-        """Build the `record.changed` event; the ERP's change_id is its correlation id."""
-        return Envelope(
-            source=SOURCE,
-            type=RECORD_CHANGED,
-            subject=f"{self.entity}/{self.record_key}",
-            entity=self.entity,
-            recordkey=self.record_key,
-            origin=ERP_ORIGIN,
-            baserevision=self.base_revision,
-            correlationid=self.change_id,
-            data={"action": self.action, "fields": self.fields},
-        )
+        """Build the `record.changed` event."""
+        return Envelope(**self.event_attributes())
 
 
 @dataclass(frozen=True)
@@ -130,12 +137,11 @@ def _decide_upsert(item: PushedChange, policy: Policy, tables: ReferenceTables) 
     shared, local = policy.split_store_local(item.entity, item.record)
     errors = [_store_local_field(name, value) for name, value in local.items()]
     try:
-        normalized = validate_record(item.entity, shared, tables)
+        normalized, key = validate_keyed_record(item.entity, shared, tables)
     except RecordInvalid as invalid:
         errors.extend(error.as_dict() for error in invalid.errors)
         return _reject(item, invalid.record_key or _key_or_none(item), errors)
 
-    key = record_key(item.entity, normalized)
     if errors:
         return _reject(item, key, errors)
     if item.key is not None and item.key.strip() != key:

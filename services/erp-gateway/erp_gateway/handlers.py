@@ -26,13 +26,17 @@ from erp_gateway.repository import (
 from erp_gateway.tables import DeliveryStatus
 from lojasync.envelope import (
     ERP_ORIGIN,
+    RECORD_CHANGED,
     RECORD_REJECTED,
     RECORD_RESOLVED,
     Envelope,
     changed_key,
+    serialize_event,
 )
+from lojasync.ids import new_id
 from lojasync.messaging import PermanentFailure
-from lojasync.partitioning import outgoing_event
+from lojasync.packing import partition_bucket
+from lojasync.partitioning import partition_key
 from lojasync.persistence import OutgoingEvent, add_outbox, record_inbox, utc_now
 from lojasync.policy import Policy
 from lojasync.reference import ReferenceTables
@@ -85,7 +89,15 @@ def prepare_push(
 
 
 def _outgoing(change: AcceptedChange, policy: Policy) -> OutgoingEvent:
-    return outgoing_event(change.to_envelope(), changed_key(change.entity, ERP_ORIGIN), policy)
+    # Serialized without building the Envelope model: a push carries up to thousands.
+    event_id = new_id()
+    return OutgoingEvent(
+        event_id,
+        changed_key(change.entity, ERP_ORIGIN),
+        RECORD_CHANGED,
+        serialize_event(id=event_id, **change.event_attributes()),
+        partition_bucket(partition_key(change.entity, change.record_key, policy)),
+    )
 
 
 async def record_push(connection: AsyncConnection, prepared: Sequence[PreparedItem]) -> PushOutcome:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from lojasync.catalog import RecordInvalid, entity_spec, record_key
 from lojasync.digest import content_hash
@@ -444,9 +444,8 @@ def _changed_fields(before: Mapping[str, object], after: Mapping[str, object]) -
 # --- Decisions of the orchestrator ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """A `record.resolved` event, parsed."""
+class Resolution(NamedTuple):
+    """A `record.resolved` event, parsed. A named tuple: a store parses thousands per second."""
 
     event_id: str
     entity: str
@@ -497,20 +496,33 @@ def apply_resolved(current: StoredRecord | None, resolution: Resolution) -> Stor
     revision caused by another change leaves it waiting for its own decision. The
     store-local fields never change here.
     """
-    base = current or StoredRecord(resolution.entity, resolution.record_key)
-    if resolution.revision <= base.revision:
+    if resolution.revision <= (current.revision if current is not None else 0):
         return None
-
-    if resolution.deleted or resolution.out_of_scope or resolution.record is None:
-        updated = replace(base, revision=resolution.revision, data=None, deleted=True)
-    else:
-        updated = replace(
-            base, revision=resolution.revision, data=dict(resolution.record), deleted=False
+    removed = resolution.deleted or resolution.out_of_scope or resolution.record is None
+    data = None if removed or resolution.record is None else dict(resolution.record)
+    # Built in one call rather than with dataclasses.replace: a store applies thousands of
+    # these per second, and replace costs twice a construction.
+    if current is None:
+        return StoredRecord(
+            resolution.entity, resolution.record_key, resolution.revision, data, removed
         )
-
-    if base.pending_event_id is not None and base.pending_event_id == resolution.causation_id:
-        updated = _without_pending(updated)
-    return updated
+    # The pending edit clears when this revision is its decision.
+    cleared = current.pending_event_id is not None and (
+        current.pending_event_id == resolution.causation_id
+    )
+    return StoredRecord(
+        current.entity,
+        current.record_key,
+        resolution.revision,
+        data,
+        removed,
+        current.local,
+        None if cleared else current.pending,
+        None if cleared else current.pending_action,
+        None if cleared else current.pending_event_id,
+        None if cleared else current.pending_since,
+        current.last_rejection,
+    )
 
 
 def apply_rejected(

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Row, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.types import Text
 
 from lojasync.digest import EMPTY_DIGEST, ENTITY_DIGEST_SQL, entity_digest
 from lojasync.persistence import POSTGRESQL, Upsert, dialect_of, select_by_record_ids
+from lojasync.pg_array import array_text
 from store_registry.domain import UPSERT, StoredRecord
 from store_registry.models import STORE_RECORD
 
@@ -36,9 +35,9 @@ _LOCK_RECORDS = text(
     "SELECT pg_advisory_xact_lock(lock_id) FROM ("
     " SELECT DISTINCT hashtextextended(record_id, 0) AS lock_id"
     " FROM (SELECT pg_advisory_xact_lock_shared(:bulk_lock_id) AS taken) AS bulk"
-    " CROSS JOIN unnest(:record_ids) AS record_id"
+    " CROSS JOIN unnest(CAST(CAST(:record_ids AS TEXT) AS TEXT[])) AS record_id"
     ") AS ids ORDER BY lock_id"
-).bindparams(bindparam("record_ids", type_=ARRAY(Text)))
+)
 
 # The advisory lock id of bulk applies ("lojasync" in ASCII); see store_registry.bulk.
 BULK_APPLY_LOCK = 0x6C6F6A6173796E63
@@ -96,7 +95,7 @@ async def lock_records(connection: AsyncConnection, record_ids: Iterable[RecordI
     names = sorted({f"{entity}/{key}" for entity, key in record_ids})
     if names and dialect_of(connection) == POSTGRESQL:
         await connection.execute(
-            _LOCK_RECORDS, {"bulk_lock_id": BULK_APPLY_LOCK, "record_ids": names}
+            _LOCK_RECORDS, {"bulk_lock_id": BULK_APPLY_LOCK, "record_ids": array_text(names)}
         )
 
 

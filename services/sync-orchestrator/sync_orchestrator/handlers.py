@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -24,6 +25,7 @@ from lojasync.envelope import (
     origin_store_id,
     rejected_key,
     resolved_key,
+    serialize_event,
     store_target,
 )
 from lojasync.ids import derived_id, new_id
@@ -101,6 +103,8 @@ class _Batch:
     log_rows: list[dict[str, Any]] = field(default_factory=list)
     outgoing: list[OutgoingEvent] = field(default_factory=list)
     known_stores: list[str] | None = None
+    # The time of the batch's rows; they are written in one transaction.
+    now: datetime = field(default_factory=utc_now)
 
 
 class ChangeHandler:
@@ -277,7 +281,7 @@ class ChangeHandler:
                 "reason": {"overridden": list(decision.overridden)}
                 if decision.overridden
                 else None,
-                "recorded_at": utc_now(),
+                "recorded_at": batch.now,
             }
         )
 
@@ -399,7 +403,7 @@ class ChangeHandler:
                 "data": change.fields or None,
                 "stores": None,
                 "reason": rejection.as_dict(),
-                "recorded_at": utc_now(),
+                "recorded_at": batch.now,
             }
         )
         logger.info(
@@ -430,7 +434,7 @@ def _resolved_event(
     out_of_scope: bool,
 ) -> OutgoingEvent:
     event_id = derived_id(decision_id, target)
-    event = Envelope(
+    body = serialize_event(
         id=event_id,
         source=SOURCE,
         type=RECORD_RESOLVED,
@@ -443,9 +447,7 @@ def _resolved_event(
         causationid=change.event_id,
         data={"deleted": deleted, "record": data, "stores": stores, "out_of_scope": out_of_scope},
     )
-    return OutgoingEvent(
-        event_id, resolved_key(change.entity, target), RECORD_RESOLVED, event.to_bytes()
-    )
+    return OutgoingEvent(event_id, resolved_key(change.entity, target), RECORD_RESOLVED, body)
 
 
 async def _load_states(
@@ -524,7 +526,7 @@ async def _write(connection: AsyncConnection, batch: _Batch) -> None:
                 "field_origins": state.field_origins,
                 "erp_base": state.erp_base,
                 "origin": origin,
-                "updated_at": utc_now(),
+                "updated_at": batch.now,
             }
             for (entity, record_key), (state, origin) in batch.touched.items()
         ]
