@@ -735,7 +735,7 @@ def validate_record(
     UnknownEntity, or RecordInvalid with all field errors. The record key in that error is
     None when the key fields themselves are invalid.
     """
-    return validate_keyed_record(entity, data, tables)[0]
+    return _validated(entity_spec(entity), data, tables).model_dump(mode="json")
 
 
 def validate_keyed_record(
@@ -747,17 +747,19 @@ def validate_keyed_record(
     fields, and equals `record_key(entity, data)`.
     """
     spec = entity_spec(entity)
+    record = _validated(spec, data, tables)
+    key = ":".join(str(getattr(record, name)) for name in spec.key_fields)
+    return record.model_dump(mode="json"), key
+
+
+def _validated(spec: EntitySpec, data: Mapping[str, object], tables: ReferenceTables) -> BaseModel:
     if not isinstance(data, Mapping):
-        raise RecordInvalid(entity, None, [_not_an_object(data)])
+        raise RecordInvalid(spec.name, None, [_not_an_object(data)])
     try:
-        record = spec.model.model_validate(dict(data), context={"tables": tables})
+        return spec.model.model_validate(dict(data), context={"tables": tables})
     except ValidationError as exc:
         try:
             key: str | None = _key_of(spec, data)
         except ValidationError:
             key = None
-        raise RecordInvalid(entity, key, _errors_of(spec, exc)) from exc
-    return (
-        record.model_dump(mode="json"),
-        ":".join(str(getattr(record, name)) for name in spec.key_fields),
-    )
+        raise RecordInvalid(spec.name, key, _errors_of(spec, exc)) from exc
