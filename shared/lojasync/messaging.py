@@ -134,6 +134,11 @@ def log_dead_lettered(
     )
 
 
+# The exchange type of the orchestrator's input, from RabbitMQ's
+# rabbitmq_consistent_hash_exchange plugin.
+PARTITION_EXCHANGE_TYPE = "x-consistent-hash"
+
+
 @dataclass
 class Broker(NamespaceNames):
     """One robust connection to RabbitMQ, with the namespace's exchanges declared."""
@@ -168,6 +173,19 @@ class Broker(NamespaceNames):
                 await asyncio.sleep(delay)
 
         assert self.connection is not None
+        try:
+            await self._declare_topology()
+        except aiormq.exceptions.AMQPError as exc:
+            await self.close()
+            raise BrokerUnavailable(
+                f"the connection to RabbitMQ failed while declaring the exchanges: {exc}"
+            ) from exc
+        except ConfigurationError:
+            await self.close()
+            raise
+
+    async def _declare_topology(self) -> None:
+        assert self.connection is not None
         self._publish_channel = await self.connection.channel(publisher_confirms=True)
         self._exchange = await self._publish_channel.declare_exchange(
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
@@ -189,11 +207,14 @@ class Broker(NamespaceNames):
         try:
             changes = await channel.declare_exchange(
                 self.changes_exchange_name,
-                "x-consistent-hash",
+                PARTITION_EXCHANGE_TYPE,
                 durable=True,
                 arguments={"hash-header": PARTITION_HEADER},
             )
-        except aiormq.exceptions.ChannelClosed as exc:
+        except (aiormq.exceptions.ChannelClosed, aiormq.exceptions.ConnectionClosed) as exc:
+            # RabbitMQ closes the whole connection for an unknown exchange type.
+            if "unknown exchange type" not in str(exc):
+                raise
             raise ConfigurationError(
                 "RabbitMQ cannot declare an x-consistent-hash exchange; enable the plugin with "
                 f"`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` ({exc})"

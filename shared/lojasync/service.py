@@ -13,7 +13,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lojasync.embedded_broker import EmbeddedBroker, is_embedded_url
-from lojasync.errors import BrokerUnavailable
+from lojasync.errors import BrokerUnavailable, ConfigurationError
 from lojasync.messaging import BatchConsumer, BatchHandler, Broker
 from lojasync.outbox import OutboxRelay
 from lojasync.persistence import (
@@ -130,11 +130,14 @@ class ServiceRuntime:
             try:
                 await self.broker.connect(attempts=1)
                 break
-            except BrokerUnavailable as exc:
+            except (BrokerUnavailable, ConfigurationError) as exc:
+                # A broker that rejects the exchanges (a missing plugin) is retried too, so
+                # the service connects once the broker is fixed, without a restart.
                 attempt += 1
                 delay = min(10.0, 0.5 * attempt)
                 if attempt == 1 or attempt % 30 == 0:
-                    logger.warning(
+                    log = logger.error if isinstance(exc, ConfigurationError) else logger.warning
+                    log(
                         "broker unavailable, retrying: %s",
                         exc,
                         extra={"service": self.name, "attempt": attempt},
