@@ -1,8 +1,8 @@
 """RabbitMQ without the consistent-hash plugin: a clear error, and a retry that recovers.
 
-The plugin stays enabled on the test server. An exchange type RabbitMQ does not know
-gets the same answer a missing plugin gets: the broker closes the connection with
-COMMAND_INVALID, "unknown exchange type".
+The plugin stays enabled on the test server. RabbitMQ treats an exchange type it does not
+know as it treats a missing plugin: it closes the connection with COMMAND_INVALID,
+"unknown exchange type".
 """
 
 from __future__ import annotations
