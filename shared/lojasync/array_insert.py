@@ -120,6 +120,9 @@ class ArrayInsert:
         return statement.sql.replace(_PREFIX, prefix), parameters
 
     def _merge_repeated_keys(self, rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+        key_columns = [[row[name] for row in rows] for name in self.conflict_keys]
+        if len(set(zip(*key_columns, strict=True))) == len(rows):
+            return rows  # no key repeats, the usual case
         merged: dict[tuple[Any, ...], dict[str, Any]] = {}
         for row in rows:
             key = tuple(row[name] for name in self.conflict_keys)
@@ -131,8 +134,6 @@ class ArrayInsert:
                     **earlier,
                     **{name: row[name] for name in self.update_columns if name in row},
                 }
-        if len(merged) == len(rows):
-            return rows
         return list(merged.values())
 
     def _build(self, names: tuple[str, ...], dialect: Dialect) -> _Statement:

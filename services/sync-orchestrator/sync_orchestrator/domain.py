@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from lojasync.catalog import RecordInvalid
 from lojasync.envelope import ERP_ORIGIN, origin_store_id
@@ -29,9 +29,9 @@ Record = dict[str, Any]
 Validator = Callable[[str, Mapping[str, object]], Record]
 
 
-@dataclass(frozen=True)
-class Change:
-    """One `record.changed` event, parsed."""
+class Change(NamedTuple):
+    """One `record.changed` event, parsed. Named tuples are cheaper to build than frozen
+    dataclasses, and the orchestrator builds one of these and one decision per change."""
 
     event_id: str
     entity: str
@@ -57,8 +57,7 @@ class CurrentRecord:
     erp_base: Record | None = None
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(NamedTuple):
     data: Record
     deleted: bool
     owner_store: str | None
