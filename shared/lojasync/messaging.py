@@ -212,8 +212,9 @@ class Broker(NamespaceNames):
                 arguments={"hash-header": PARTITION_HEADER},
             )
         except (aiormq.exceptions.ChannelClosed, aiormq.exceptions.ConnectionClosed) as exc:
-            # RabbitMQ closes the whole connection for an unknown exchange type.
-            if "unknown exchange type" not in str(exc):
+            # RabbitMQ closes the whole connection for an exchange type it does not have:
+            # "unknown exchange type" or, after the plugin was disabled, "invalid".
+            if "exchange type" not in str(exc):
                 raise
             raise ConfigurationError(
                 "RabbitMQ cannot declare an x-consistent-hash exchange; enable the plugin with "
