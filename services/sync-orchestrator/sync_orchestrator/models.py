@@ -8,7 +8,14 @@ from typing import Any
 from sqlalchemy import Column, Index, Integer, Table
 from sqlmodel import Field, SQLModel
 
-from lojasync.persistence import TextList, UtcDateTime, json_document, serial_id, utc_now
+from lojasync.persistence import (
+    TextList,
+    UtcDateTime,
+    byte_ordered_text,
+    json_document,
+    serial_id,
+    utc_now,
+)
 
 
 class RecordState(SQLModel, table=True):
@@ -42,10 +49,12 @@ class EventLog(SQLModel, table=True):
     __table_args__ = (Index("ix_event_log_record", "entity", "record_key", "revision"),)
 
     seq: int | None = Field(default=None, sa_column=Column(serial_id(), primary_key=True))
-    event_id: str = Field(unique=True)
+    # Both indexed columns are compared by bytes, which costs PostgreSQL less than the
+    # database collation's strcoll; they are only looked up by equality.
+    event_id: str = Field(sa_column=Column(byte_ordered_text(), nullable=False, unique=True))
     kind: str  # "resolved" or "rejected"
     entity: str
-    record_key: str
+    record_key: str = Field(sa_column=Column(byte_ordered_text(), nullable=False))
     revision: int | None = None
     origin: str
     causation_id: str
