@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shlex
 import signal
@@ -221,12 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     configure_logging("WARNING", "bench")
+    # A failed connection is reported once, by the benchmark's own message in the output
+    # language; aio-pika's client would add an English error with a traceback before it.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
     progress = Progress(language)
     options = _options(args, arguments)
     try:
         result = asyncio.run(_run_cancellable(options, progress))
     except BenchFailed as failure:
-        progress.say("error.failed", error=failure.reason)
+        progress.say(failure.message, **failure.values)
         if failure.partial is not None:
             _write_outputs(failure.partial, args.json_out, language)
         return 1

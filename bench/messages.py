@@ -15,7 +15,8 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     # Progress lines, printed to stderr.
     "progress.load_wait": (
         "1-minute load is {load:.2f} (above {limit:.2f}); waiting {seconds:.0f} s more...",
-        "carga de 1 minuto é {load:.2f} (acima de {limit:.2f}); aguardando mais {seconds:.0f} s...",
+        "a carga de 1 minuto é {load:.2f} (acima de {limit:.2f}); aguardando mais "
+        "{seconds:.0f} s...",
     ),
     "progress.load_high": (
         "1-minute load is still {load:.2f} after waiting; measuring anyway (recorded in the JSON)",
@@ -78,6 +79,28 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "progress.json_written": ("Results written to {path}", "Resultados gravados em {path}"),
     # Errors.
     "error.failed": ("benchmark failed: {error}", "o benchmark falhou: {error}"),
+    "error.broker_unreachable": (
+        "benchmark failed: cannot reach RabbitMQ at {url}: {error}; start it or pass "
+        "--broker-url",
+        "o benchmark falhou: não foi possível conectar ao RabbitMQ em {url}: {error}; "
+        "inicie-o ou informe --broker-url",
+    ),
+    "error.database_unreachable": (
+        "benchmark failed: cannot reach PostgreSQL at {url}: {error}; start it or pass "
+        "--database-server",
+        "o benchmark falhou: não foi possível conectar ao PostgreSQL em {url}: {error}; "
+        "inicie-o ou informe --database-server",
+    ),
+    "error.plugin_missing": (
+        "benchmark failed: RabbitMQ at {url} has no x-consistent-hash exchange type, which "
+        "the orchestrator's input needs; enable it with `rabbitmq-plugins enable "
+        "rabbitmq_consistent_hash_exchange` (`make bench` does it where rabbitmq-plugins is "
+        "installed)",
+        "o benchmark falhou: o RabbitMQ em {url} não tem o tipo de exchange "
+        "x-consistent-hash, de que a entrada do orquestrador precisa; habilite-o com "
+        "`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` (o `make bench` faz "
+        "isso onde o rabbitmq-plugins está instalado)",
+    ),
     "error.interrupted": (
         "benchmark interrupted; the services were stopped and the databases dropped",
         "benchmark interrompido; os serviços foram parados e os bancos apagados",

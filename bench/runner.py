@@ -31,6 +31,7 @@ from bench.floors import (
 from bench.latency import run_latency
 from bench.machine import (
     describe_machine,
+    has_partition_exchange,
     postgresql_version,
     rabbitmq_version,
     read_loadavg,
@@ -65,12 +66,25 @@ class BenchOptions:
 
 
 class BenchFailed(Exception):
-    """A phase failed; `partial` contains what the earlier phases measured."""
+    """A phase failed; `partial` contains what the earlier phases measured.
 
-    def __init__(self, reason: str, partial: BenchResult | None) -> None:
+    A failure before the first phase names its message in `bench.messages` (`message`
+    and `values`), so that it is printed in the output language; `reason` is English.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        partial: BenchResult | None,
+        *,
+        message: str = "error.failed",
+        values: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.partial = partial
+        self.message = message
+        self.values = values if values is not None else {"error": reason}
 
 
 def _now() -> str:
@@ -100,21 +114,35 @@ async def run_benchmark(options: BenchOptions, progress: Progress) -> BenchResul
         log_root=options.log_root,
         store_ids=settings.stores,
     )
+    broker = redact_url(options.broker_url)
     try:
         await rabbitmq_version(options.broker_url)
+        partitioning = await has_partition_exchange(options.broker_url)
     except (OSError, aiormq.exceptions.AMQPError) as exc:
         raise BenchFailed(
-            f"cannot reach RabbitMQ at {redact_url(options.broker_url)}: {exc}; start it or "
-            "pass --broker-url",
+            f"cannot reach RabbitMQ at {broker}: {exc}; start it or pass --broker-url",
             None,
+            message="error.broker_unreachable",
+            values={"url": broker, "error": exc},
         ) from exc
+    if not partitioning:
+        # The services would wait for the broker until the start-up timeout.
+        raise BenchFailed(
+            f"RabbitMQ at {broker} has no x-consistent-hash exchange type; enable it with "
+            "`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`",
+            None,
+            message="error.plugin_missing",
+            values={"url": broker},
+        )
     try:
         await postgresql_version(system.admin_dsn)
     except (OSError, asyncpg.PostgresError) as exc:
+        database = redact_url(options.database_server)
         raise BenchFailed(
-            f"cannot reach PostgreSQL at {redact_url(options.database_server)}: {exc}; start "
-            "it or pass --database-server",
+            f"cannot reach PostgreSQL at {database}: {exc}; start it or pass --database-server",
             None,
+            message="error.database_unreachable",
+            values={"url": database, "error": exc},
         ) from exc
     machine = await describe_machine(options.broker_url, system.admin_dsn, load_wait)
     result = BenchResult(

@@ -11,6 +11,7 @@ import logging
 
 import pytest
 
+from bench import machine
 from lojasync import messaging
 from lojasync.errors import ConfigurationError
 from lojasync.messaging import Broker
@@ -62,3 +63,13 @@ async def test_service_retries_until_plugin_enabled(
         await eventually(connected, timeout=15, what="broker connected")
     finally:
         await runtime.stop()
+
+
+async def test_bench_probe_tells_plugin_missing(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert await machine.has_partition_exchange(broker_url) is True
+
+    monkeypatch.setattr(machine, "PARTITION_EXCHANGE_TYPE", UNKNOWN_TYPE)
+
+    assert await machine.has_partition_exchange(broker_url) is False
