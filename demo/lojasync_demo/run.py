@@ -475,8 +475,8 @@ async def _rejected_edit(client: httpx.AsyncClient, language: str) -> None:
     unchanged = before["record"]["description"] == after["record"]["description"]
     _say(
         language,
-        f"  the product is unchanged: {unchanged}",
-        f"  o produto continua igual: {unchanged}",
+        f"  the product is unchanged: {'yes' if unchanged else 'no'}",
+        f"  o produto continua igual: {'sim' if unchanged else 'não'}",
     )
     response = await client.put(url, json={"fields": {"shelf_location": "CORREDOR 4 / PRAT 2"}})
     _say(

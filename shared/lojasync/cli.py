@@ -21,7 +21,7 @@ from lojasync.convergence import ConvergenceReport, compare_stores
 from lojasync.dead_letters import list_dead_letters, republish_dead_letters
 from lojasync.embedded_broker import is_embedded_url
 from lojasync.errors import LojasyncError
-from lojasync.i18n import PORTUGUESE, detect_language, message
+from lojasync.i18n import PORTUGUESE, detect_language, format_number, message
 from lojasync.settings import default_broker_url, redact_url
 
 T = TypeVar("T")
@@ -110,9 +110,9 @@ def print_report(
             table.add_row(
                 store.store_id,
                 entity.entity,
-                str(entity.expected_count),
-                "-" if entity.count is None else str(entity.count),
-                str(entity.pending),
+                format_number(entity.expected_count, language),
+                "-" if entity.count is None else format_number(entity.count, language),
+                format_number(entity.pending, language),
                 (entity.digest or "-")[:12],
                 message("status.yes", language)
                 if entity.matches
