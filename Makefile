@@ -25,7 +25,10 @@ broker-plugins:
 		rabbitmq-plugins -q enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1 || \
 		echo "note: rabbitmq-plugins could not enable rabbitmq_consistent_hash_exchange; server mode needs it, embedded mode does not" >&2; fi
 
-demo: install broker-plugins
+# Embedded mode (neither server variable set) needs no RabbitMQ; its plugins are left alone.
+demo: install
+	@if [ -n "$$LOJASYNC_BROKER_URL$$LOJASYNC_DATABASE_SERVER" ]; then \
+		$(MAKE) --no-print-directory broker-plugins; fi
 	$(BIN)/lojasync demo
 
 status: install

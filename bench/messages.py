@@ -45,11 +45,11 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "progress.direct": (
         "  direct-write floor: {rate:,.0f} changes/s",
-        "  piso de escrita direta: {rate:,.0f} alterações/s",
+        "  referência de escrita direta: {rate:,.0f} alterações/s",
     ),
     "progress.broker": (
         "  broker floor: {rate:,.0f} changes/s",
-        "  piso do broker: {rate:,.0f} alterações/s",
+        "  referência do broker: {rate:,.0f} alterações/s",
     ),
     "progress.profile": (
         "Profile run: {changes:,} changes with py-spy on {targets} for {seconds:.0f} s...",
@@ -80,8 +80,7 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     # Errors.
     "error.failed": ("benchmark failed: {error}", "o benchmark falhou: {error}"),
     "error.broker_unreachable": (
-        "benchmark failed: cannot reach RabbitMQ at {url}: {error}; start it or pass "
-        "--broker-url",
+        "benchmark failed: cannot reach RabbitMQ at {url}: {error}; start it or pass --broker-url",
         "o benchmark falhou: não foi possível conectar ao RabbitMQ em {url}: {error}; "
         "inicie-o ou informe --broker-url",
     ),
@@ -107,8 +106,8 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     ),
     # Table.
     "table.title": (
-        "lojasync benchmark, {date} ({runs} run(s), median)",
-        "benchmark do lojasync, {date} ({runs} rodada(s), mediana)",
+        "lojasync benchmark, {date} (median of runs: {runs})",
+        "benchmark do lojasync, {date} (mediana das rodadas: {runs})",
     ),
     "table.figure": ("figure", "medida"),
     "table.value": ("value", "valor"),
@@ -121,13 +120,16 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "throughput to {stores} stores (changes/s)",
         "vazão para {stores} lojas (alterações/s)",
     ),
-    "table.direct": ("direct-write floor (changes/s)", "piso de escrita direta (alterações/s)"),
+    "table.direct": (
+        "direct-write floor (changes/s)",
+        "referência de escrita direta (alterações/s)",
+    ),
     "table.direct_ratio": (
         "lojasync / direct-write floor",
-        "lojasync / piso de escrita direta",
+        "lojasync / referência de escrita direta",
     ),
-    "table.broker": ("broker floor (changes/s)", "piso do broker (alterações/s)"),
-    "table.broker_ratio": ("lojasync / broker floor", "lojasync / piso do broker"),
+    "table.broker": ("broker floor (changes/s)", "referência do broker (alterações/s)"),
+    "table.broker_ratio": ("lojasync / broker floor", "lojasync / referência do broker"),
     "table.latency": (
         "latency {stat} at {rate:,.0f} changes/s (ms)",
         "latência {stat} a {rate:,.0f} alterações/s (ms)",
@@ -139,12 +141,12 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "table.memory": ("peak RSS {service} (MB)", "pico de RSS {service} (MB)"),
     "table.backlog_peak": (
-        "backlog of {events:,}: peak RSS of the store (MB)",
-        "fila de {events:,}: pico de RSS da loja (MB)",
+        "backlog of {events:,} events: peak RSS of the store (MB)",
+        "fila de {events:,} eventos: pico de RSS da loja (MB)",
     ),
     "table.backlog_rate": (
-        "backlog of {events:,}: drain rate (events/s)",
-        "fila de {events:,}: vazão de esvaziamento (eventos/s)",
+        "backlog of {events:,} events: drain rate (events/s)",
+        "fila de {events:,} eventos: vazão de esvaziamento (eventos/s)",
     ),
     "table.converged": (
         "every store matches the orchestrator",
