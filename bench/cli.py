@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         "See BENCHMARKS.md for what each figure means.",
     )
     parser.add_argument(
-        "--runs", type=_positive_int, default=3, help="runs per figure; the median is reported"
+        "--runs",
+        type=_positive_int,
+        default=3,
+        help="runs per figure; the median is reported (default %(default)s)",
     )
     parser.add_argument(
         "--products",
@@ -75,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=5000,
         help=f"records per POST /v1/changes and per direct-write transaction "
-        f"(at most {GATEWAY_BATCH_LIMIT})",
+        f"(at most {GATEWAY_BATCH_LIMIT}, default %(default)s)",
     )
 
     # The latency runs.
@@ -83,19 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-rate",
         type=_positive_float,
         default=1000.0,
-        help="offered load of the latency runs, in changes per second",
+        help="offered load of the latency runs, in changes per second (default %(default).0f)",
     )
     parser.add_argument(
         "--latency-seconds",
         type=_positive_float,
         default=20.0,
-        help="duration of each latency run's timetable, in seconds",
+        help="duration of each latency run's timetable, in seconds (default %(default).0f)",
     )
     parser.add_argument(
         "--latency-push-size",
         type=_positive_int,
         default=100,
-        help="changes per push in the latency runs",
+        help="changes per push in the latency runs (default %(default)s)",
     )
 
     # The backlog check and the profile.
@@ -103,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backlog",
         type=_non_negative_int,
         default=200_000,
-        help="events queued for a stopped store registry in the backlog check; 0 skips it",
+        help="events queued for a stopped store registry in the backlog check; 0 skips it "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--profile",
@@ -115,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile-seconds",
         type=_positive_float,
         default=20.0,
-        help="seconds py-spy records with --profile",
+        help="seconds py-spy records with --profile (default %(default).0f)",
     )
 
     # Where it runs and where the output goes.
@@ -146,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="PostgreSQL server URL without a database name (default: "
         "LOJASYNC_DATABASE_SERVER, else the local server)",
     )
-    parser.add_argument("--lang", default=None, help="output language: en or pt-BR")
+    parser.add_argument(
+        "--lang",
+        default=None,
+        help="output language: en or pt-BR (default: the first of LOJASYNC_LANG, LC_ALL, "
+        "LC_MESSAGES and LANG that is set, pt-BR when it starts with pt, else en)",
+    )
     return parser
 
 
