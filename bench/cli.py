@@ -231,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     configure_logging("WARNING", "bench")
-    # A failed connection is reported once, by the benchmark's own message in the output
-    # language; aio-pika's client would add an English error with a traceback before it.
+    # The benchmark reports a failed connection in the output language. Without this,
+    # aio-pika's client would print an English error with a traceback before it.
     logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
     progress = Progress(language)
     options = _options(args, arguments)

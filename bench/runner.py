@@ -69,7 +69,7 @@ class BenchFailed(Exception):
     """A phase failed; `partial` contains what the earlier phases measured.
 
     A failure before the first phase names its message in `bench.messages` (`message`
-    and `values`), so that it is printed in the output language; `reason` is English.
+    and `values`), so that it is printed in the output language. `reason` is English.
     """
 
     def __init__(

@@ -400,7 +400,7 @@ def select_by_record_ids(
 
 
 def _text_array(name: str, values: Sequence[str]) -> ColumnElement[Any]:
-    """A TEXT[] parameter sent as array text (see lojasync.pg_array)."""
+    """Return a TEXT[] parameter that is sent as array text (see lojasync.pg_array)."""
     return cast(bindparam(name, array_text(values), type_=Text), ARRAY(Text))
 
 

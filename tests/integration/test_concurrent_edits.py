@@ -110,7 +110,7 @@ class Outcome:
     report: ConvergenceReport
 
     def caught_up(self, revision: int) -> bool:
-        """Tell whether everyone holds `revision` and no store has a pending edit.
+        """Tell whether every place has `revision` and no store has a pending edit.
 
         The ERP must also hold the central record: when its push was merged with store
         edits, its own copy of the push has the same revision until the merged record is

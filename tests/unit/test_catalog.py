@@ -211,7 +211,7 @@ def test_record_key_matches_validated_record(
 
 
 @pytest.mark.parametrize(("entity", "expected"), sorted(EXPECTED_KEYS.items()))
-def test_validate_keyed_record_returns_the_record_and_its_key(
+def test_validate_keyed_record_returns_key(
     tables: ReferenceTables, entity: str, expected: str
 ) -> None:
     record, key = validate_keyed_record(entity, VALID_RECORDS[entity], tables)

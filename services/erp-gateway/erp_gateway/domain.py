@@ -57,7 +57,7 @@ class AcceptedChange:
     base_revision: int | None = None
 
     def event_attributes(self) -> dict[str, Any]:
-        """The attributes of the `record.changed` event, without its id.
+        """Return the attributes of the `record.changed` event, without its id.
 
         The ERP's change_id is the event's correlation id.
         """
