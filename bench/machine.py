@@ -15,7 +15,7 @@ import aiormq
 import asyncpg
 
 from bench.results import MachineInfo
-from lojasync.messaging import PARTITION_EXCHANGE_TYPE
+from lojasync.messaging import PARTITION_EXCHANGE_TYPE, lacks_exchange_type
 
 LOAD_POLL_SECONDS = 30.0
 
@@ -93,7 +93,7 @@ async def has_partition_exchange(broker_url: str) -> bool:
         try:
             await channel.declare_exchange(probe, PARTITION_EXCHANGE_TYPE, auto_delete=True)
         except (aiormq.exceptions.ChannelClosed, aiormq.exceptions.ConnectionClosed) as exc:
-            if "exchange type" in str(exc):
+            if lacks_exchange_type(exc):
                 return False
             raise
         await channel.exchange_delete(probe)

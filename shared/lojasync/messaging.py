@@ -139,6 +139,13 @@ def log_dead_lettered(
 PARTITION_EXCHANGE_TYPE = "x-consistent-hash"
 
 
+def lacks_exchange_type(error: aiormq.exceptions.AMQPError) -> bool:
+    """Tell whether RabbitMQ closed a channel or connection because it does not have the
+    exchange type declared: "unknown exchange type", or "invalid" once its plugin was
+    disabled. RabbitMQ closes the whole connection for this."""
+    return "exchange type" in str(error)
+
+
 @dataclass
 class Broker(NamespaceNames):
     """One robust connection to RabbitMQ, with the namespace's exchanges declared."""
@@ -212,9 +219,7 @@ class Broker(NamespaceNames):
                 arguments={"hash-header": PARTITION_HEADER},
             )
         except (aiormq.exceptions.ChannelClosed, aiormq.exceptions.ConnectionClosed) as exc:
-            # RabbitMQ closes the whole connection for an exchange type it does not have:
-            # "unknown exchange type" or, after the plugin was disabled, "invalid".
-            if "exchange type" not in str(exc):
+            if not lacks_exchange_type(exc):
                 raise
             raise ConfigurationError(
                 "RabbitMQ cannot declare an x-consistent-hash exchange; enable the plugin with "

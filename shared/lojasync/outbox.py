@@ -19,15 +19,13 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import BigInteger, Text, any_, bindparam, cast, delete, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import BigInteger, any_, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
 from lojasync.messaging import MessageBus, is_transient
 from lojasync.packing import pack_events
-from lojasync.persistence import OUTBOX, OutgoingEvent, is_sqlite_url
-from lojasync.pg_array import array_text
+from lojasync.persistence import OUTBOX, OutgoingEvent, array_parameter, is_sqlite_url
 
 logger = logging.getLogger(__name__)
 
@@ -184,10 +182,7 @@ class OutboxRelay:
             if is_sqlite_url(self._engine.url):
                 published = OUTBOX.c.id.in_(ids)
             else:
-                # One statement text for any number of ids, prepared once.
-                published = OUTBOX.c.id == any_(
-                    cast(bindparam("ids", array_text(ids), type_=Text), ARRAY(BigInteger))
-                )
+                published = OUTBOX.c.id == any_(array_parameter("ids", ids, BigInteger))
             await connection.execute(delete(OUTBOX).where(published))
             await connection.commit()
         self.published += len(rows)

@@ -53,7 +53,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
 from lojasync.array_insert import ArrayInsert, execute_together
-from lojasync.pg_array import array_text
+from lojasync.pg_array import ArrayElement, array_text
 
 logger = logging.getLogger(__name__)
 
@@ -380,8 +380,8 @@ def select_by_record_ids(
         return query.with_for_update() if for_update else query
     ids = (
         func.unnest(
-            _text_array("id_entities", [entity for entity, _ in record_ids]),
-            _text_array("id_keys", [key for _, key in record_ids]),
+            array_parameter("id_entities", [entity for entity, _ in record_ids], Text),
+            array_parameter("id_keys", [key for _, key in record_ids], Text),
         )
         .table_valued("entity", "record_key")
         .render_derived(name="ids")
@@ -399,9 +399,12 @@ def select_by_record_ids(
     return query.with_for_update(of=table) if for_update else query
 
 
-def _text_array(name: str, values: Sequence[str]) -> ColumnElement[Any]:
-    """Return a TEXT[] parameter that is sent as array text (see lojasync.pg_array)."""
-    return cast(bindparam(name, array_text(values), type_=Text), ARRAY(Text))
+def array_parameter(
+    name: str, values: Sequence[ArrayElement], element_type: type[TypeEngine[Any]]
+) -> ColumnElement[Any]:
+    """Return an array parameter of PostgreSQL that is sent as array text (see
+    lojasync.pg_array), so its statement text is the same for any number of values."""
+    return cast(bindparam(name, array_text(values), type_=Text), ARRAY(element_type))
 
 
 def insert_with_conflict(
