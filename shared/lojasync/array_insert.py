@@ -33,6 +33,7 @@ from sqlalchemy import (
     TextClause,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import ARRAY, TypeDecorator, TypeEngine
 
@@ -225,7 +226,8 @@ def _plan(column: Column[Any], dialect: Dialect) -> _ColumnPlan:
     if isinstance(stored, JSON):
         # The bind processor serializes to JSON text (or SQL NULL with none_as_null). The
         # texts go as a list: as array text, each would be escaped again, and parsed twice.
-        return _ColumnPlan(column.name, "TEXT", "CAST({} AS JSONB)", bind, False)
+        document_type = "JSONB" if isinstance(stored, postgresql.JSONB) else "JSON"
+        return _ColumnPlan(column.name, "TEXT", f"CAST({{}} AS {document_type})", bind, False)
     if isinstance(stored, ARRAY):
         array_type = dialect.type_compiler_instance.process(stored)
         return _ColumnPlan(

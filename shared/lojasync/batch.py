@@ -57,7 +57,7 @@ class BatchItem(NamedTuple):
     """One record's resolved state in a batch; `record` is None for a deleted record.
 
     On the sender, `record_json` may carry the record already serialized (as PostgreSQL
-    returns a JSONB column cast to text), which spares parsing and re-serializing it.
+    returns a JSON column cast to text), which spares parsing and re-serializing it.
     On the wire and the receiver, a record may instead come as `record_text`, a JSON
     string holding the record, with the sender's `content_hash` of it: the store then
     stores both as they are and parses nothing (see `build_batch`). A named tuple, because

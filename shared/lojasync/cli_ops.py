@@ -274,7 +274,7 @@ def replay(
         columns = ("seq", "entity", "record_key", "revision", "deleted", "recorded_at")
         for column in columns:
             table.add_column(_column(column, language))
-        # The stored result is JSONB, which does not keep the order of the keys.
+        # The columns are named, so the table does not rely on the order of the result's keys.
         for item in result["sample"]:
             table.add_row(*(_cell(item[column], language) for column in columns))
         console.print(table)

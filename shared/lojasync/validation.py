@@ -13,7 +13,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import Decimal, InvalidOperation, getcontext, localcontext
 from typing import TYPE_CHECKING
 
 from stdnum import ean
@@ -778,21 +778,26 @@ def _parse_two_decimals(value: object, field: str, rules: _DecimalRules) -> Deci
             f'"{rules.example}", com ponto como separador decimal e sem separador de milhar.',
         )
 
-    # Enough precision that quantizing a long amount cannot raise InvalidOperation.
-    with localcontext() as context:
-        context.prec = max(context.prec, len(number.as_tuple().digits) + 4)
-        try:
+    try:
+        # Enough precision that quantizing a long amount cannot raise InvalidOperation. A
+        # local context costs ten times the quantize, so only a long amount gets one.
+        needed = len(number.as_tuple().digits) + 4
+        if needed <= getcontext().prec:
             quantized = number.quantize(CENT)
-        except InvalidOperation as exc:
-            raise _invalid(
-                field,
-                value,
-                f"{rules.rule_prefix}_format",
-                f"{rules.name} {show_value(value)} cannot be represented in cents; send a string "
-                f'such as "{rules.example}".',
-                f"{rules.name_pt_br} {show_value(value)} não pode ser representado em centavos; "
-                f'envie um texto como "{rules.example}".',
-            ) from exc
+        else:
+            with localcontext() as context:
+                context.prec = needed
+                quantized = number.quantize(CENT)
+    except InvalidOperation as exc:
+        raise _invalid(
+            field,
+            value,
+            f"{rules.rule_prefix}_format",
+            f"{rules.name} {show_value(value)} cannot be represented in cents; send a string "
+            f'such as "{rules.example}".',
+            f"{rules.name_pt_br} {show_value(value)} não pode ser representado em centavos; "
+            f'envie um texto como "{rules.example}".',
+        ) from exc
     if quantized != number:
         raise _invalid(
             field,

@@ -195,13 +195,13 @@ async def inject_drift(system: System, store_id: str, customer_id: str) -> None:
             " (('product', 'P03'), ('price', 'BASE:P07'))"
         )
         await connection.execute(
-            "UPDATE store_record SET data = $1::jsonb, content_hash = $2"
+            "UPDATE store_record SET data = $1::json, content_hash = $2"
             " WHERE entity = 'product' AND record_key = 'P05'",
             orjson.dumps(changed).decode(),
             content_hash(changed),
         )
         await connection.execute(
-            "UPDATE store_record SET data = $1::jsonb, content_hash = $2"
+            "UPDATE store_record SET data = $1::json, content_hash = $2"
             " WHERE entity = 'customer' AND record_key = $3",
             orjson.dumps(customer).decode(),
             content_hash(customer),
@@ -210,7 +210,7 @@ async def inject_drift(system: System, store_id: str, customer_id: str) -> None:
         await connection.execute(
             "INSERT INTO store_record (entity, record_key, revision, data, content_hash,"
             " deleted, local, updated_at)"
-            " VALUES ('product', 'P99', 1, $1::jsonb, $2, false, '{}', now())",
+            " VALUES ('product', 'P99', 1, $1::json, $2, false, '{}', now())",
             orjson.dumps(extra).decode(),
             content_hash(extra),
         )

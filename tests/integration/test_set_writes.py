@@ -21,8 +21,11 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    cast,
     select,
+    text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lojasync.persistence import (
@@ -169,6 +172,58 @@ async def test_none_in_json_columns_follows_none_as_null(engine: AsyncEngine) ->
     # `data` keeps None as SQL NULL; `doc` stores the JSON value null, as SQLAlchemy does.
     assert null_data == "A"
     assert null_doc is None
+
+
+async def test_json_documents_keep_the_text_as_written(engine: AsyncEngine) -> None:
+    # PostgreSQL's jsonb would hand back {"a": "x", "zeta": 1}: it orders keys by length.
+    async with engine.begin() as connection:
+        await UPSERT.execute(connection, [record("A", 1, data={"zeta": 1, "a": "x"})])
+    async with engine.connect() as connection:
+        stored = await connection.scalar(select(cast(RECORDS.c.data, Text)))
+
+    assert stored == '{"zeta":1,"a":"x"}'
+
+
+async def test_upsert_writes_a_database_created_with_jsonb(
+    fresh_database: DatabaseFactory,
+) -> None:
+    # create_tables does not change the type of an existing column; PostgreSQL casts the
+    # json values to jsonb on assignment.
+    def documents(document_type: Any) -> Table:
+        return Table(
+            "set_write_documents",
+            MetaData(),
+            Column("record_key", Text, primary_key=True),
+            Column("data", document_type),
+        )
+
+    engine = create_engine(await fresh_database("set-writes-jsonb"))
+    try:
+        await create_tables(engine, [documents(postgresql.JSONB(none_as_null=True))])
+        table = documents(json_document(none_as_null=True))
+        upsert = Upsert(table, ("record_key",), ("data",))
+        for revision in (1, 2):
+            async with engine.begin() as connection:
+                await upsert.execute(
+                    connection,
+                    [
+                        {"record_key": "A", "data": {"b": [revision, None]}},
+                        {"record_key": "B", "data": None},
+                    ],
+                )
+        async with engine.connect() as connection:
+            rows = dict((await connection.execute(select(table.c.record_key, table.c.data))).all())
+            column_type = await connection.scalar(
+                text(
+                    "SELECT data_type FROM information_schema.columns"
+                    " WHERE table_name = 'set_write_documents' AND column_name = 'data'"
+                )
+            )
+    finally:
+        await engine.dispose()
+
+    assert column_type == "jsonb"
+    assert rows == {"A": {"b": [2, None]}, "B": None}
 
 
 async def test_upsert_updates_only_the_listed_columns(engine: AsyncEngine) -> None:

@@ -50,7 +50,7 @@ _LOAD_EXISTING = text(
 _UPDATE_EXISTING = text(
     "UPDATE store_record AS r SET"
     " revision = u.revision,"
-    " data = CAST(u.data AS JSONB),"
+    " data = CAST(u.data AS JSON),"
     " content_hash = u.content_hash,"
     " deleted = u.deleted,"
     " pending = CASE WHEN u.clear_pending THEN NULL ELSE r.pending END,"
