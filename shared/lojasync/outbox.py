@@ -19,13 +19,14 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import BigInteger, any_, delete, select, text
+from sqlalchemy import BigInteger, any_, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
 from lojasync.messaging import MessageBus, is_transient
 from lojasync.packing import pack_events
 from lojasync.persistence import OUTBOX, OutgoingEvent, array_parameter, is_sqlite_url
+from lojasync.pg_array import array_text
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,27 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
+        # Built once: SQLAlchemy computes the cache key of every new statement object.
+        self._read = (
+            select(
+                OUTBOX.c.id,
+                OUTBOX.c.event_id,
+                OUTBOX.c.routing_key,
+                OUTBOX.c.event_type,
+                OUTBOX.c.partition_key,
+                OUTBOX.c.body,
+            )
+            .order_by(OUTBOX.c.id)
+            .limit(batch_size)
+        )
+        # Exactly the published ids: a transaction that took a lower id may commit after a
+        # round read the table, and its row must stay for the next round.
+        published: ColumnElement[bool]
+        if is_sqlite_url(engine.url):
+            published = OUTBOX.c.id.in_(bindparam("ids", expanding=True))
+        else:
+            published = OUTBOX.c.id == any_(array_parameter("ids", BigInteger))
+        self._delete = delete(OUTBOX).where(published)
 
     def wake(self) -> None:
         """Ask the relay to look at the outbox now; writers call this after commit."""
@@ -150,20 +172,7 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one round of outbox rows; return how many were published."""
         async with self._single_statements() as connection:
-            rows = (
-                await connection.execute(
-                    select(
-                        OUTBOX.c.id,
-                        OUTBOX.c.event_id,
-                        OUTBOX.c.routing_key,
-                        OUTBOX.c.event_type,
-                        OUTBOX.c.partition_key,
-                        OUTBOX.c.body,
-                    )
-                    .order_by(OUTBOX.c.id)
-                    .limit(self._batch_size)
-                )
-            ).all()
+            rows = (await connection.execute(self._read)).all()
             await connection.commit()
         if not rows:
             return 0
@@ -174,16 +183,10 @@ class OutboxRelay:
         ]
         await self._bus.publish(pack_events(events))
 
+        ids = [row[0] for row in rows]
         async with self._single_statements() as connection:
-            # Delete exactly the published ids: a transaction that took a lower id may commit
-            # after this round read the table, and its row must stay for the next round.
-            ids = [row[0] for row in rows]
-            published: ColumnElement[bool]
-            if is_sqlite_url(self._engine.url):
-                published = OUTBOX.c.id.in_(ids)
-            else:
-                published = OUTBOX.c.id == any_(array_parameter("ids", ids, BigInteger))
-            await connection.execute(delete(OUTBOX).where(published))
+            sqlite = is_sqlite_url(self._engine.url)
+            await connection.execute(self._delete, {"ids": ids if sqlite else array_text(ids)})
             await connection.commit()
         self.published += len(rows)
         logger.debug("outbox published", extra={"relay": self._name, "messages": len(rows)})

@@ -1,7 +1,7 @@
 """Many-row writes and reads by record id, on PostgreSQL and on SQLite.
 
 On PostgreSQL `Upsert` and `write_together` send one array per column
-(`lojasync.array_insert`) and `select_by_record_ids` joins `unnest`; SQLite takes the
+(`lojasync.array_insert`) and `fetch_by_record_ids` joins `unnest`; SQLite takes the
 executemany and the row comparison. Both must leave the same rows.
 """
 
@@ -38,8 +38,8 @@ from lojasync.persistence import (
     byte_ordered_text,
     create_engine,
     create_tables,
+    fetch_by_record_ids,
     json_document,
-    select_by_record_ids,
     serial_id,
     write_together,
 )
@@ -128,9 +128,7 @@ async def test_keys_with_awkward_characters_are_written_and_found(engine: AsyncE
     keys = ["NULL", "a,b", "{x}", 'q"u', "b\\s", " sp ", "tab\tnl\n", "\x01", "ção"]
     async with engine.begin() as connection:
         await UPSERT.execute(connection, [record(key, 1) for key in keys])
-        found = await connection.execute(
-            select_by_record_ids(connection, RECORDS, [("product", key) for key in keys])
-        )
+        found = await fetch_by_record_ids(connection, RECORDS, [("product", key) for key in keys])
 
     assert sorted(row.record_key for row in found) == sorted(keys)
     assert sorted(await read_records(engine)) == sorted(keys)
@@ -274,7 +272,7 @@ async def test_insert_keeps_row_order(engine: AsyncEngine) -> None:
 
 
 @pytest.mark.parametrize("table", [RECORDS, PLAIN_KEYS], ids=["byte-ordered", "plain"])
-async def test_select_by_record_ids(engine: AsyncEngine, table: Table) -> None:
+async def test_fetch_by_record_ids(engine: AsyncEngine, table: Table) -> None:
     keys = ["B", "a", "Á", "b", "A"]
     async with engine.begin() as connection:
         if table is RECORDS:
@@ -284,20 +282,18 @@ async def test_select_by_record_ids(engine: AsyncEngine, table: Table) -> None:
             await write_together(connection, [(PLAIN_KEYS, plain_rows)])
     requested = [("product", "a"), ("product", "Á"), ("product", "missing"), ("price", "A")]
     async with engine.connect() as connection:
-        found = await connection.execute(select_by_record_ids(connection, table, requested))
+        found = await fetch_by_record_ids(connection, table, requested)
         keys_found = sorted(row.record_key for row in found)
-        nothing = await connection.execute(select_by_record_ids(connection, table, []))
+        nothing = await fetch_by_record_ids(connection, table, [])
         assert nothing.all() == []
 
     assert keys_found == sorted(["a", "Á"])
 
 
-async def test_select_by_record_ids_locks_for_update(engine: AsyncEngine) -> None:
+async def test_fetch_by_record_ids_locks_for_update(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await UPSERT.execute(connection, [record("A", 1)])
-        rows = await connection.execute(
-            select_by_record_ids(connection, RECORDS, [("product", "A")], for_update=True)
-        )
+        rows = await fetch_by_record_ids(connection, RECORDS, [("product", "A")], for_update=True)
         assert [row.record_key for row in rows] == ["A"]
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Row, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lojasync.digest import EMPTY_DIGEST, ENTITY_DIGEST_SQL, entity_digest
-from lojasync.persistence import POSTGRESQL, Upsert, dialect_of, select_by_record_ids
+from lojasync.persistence import POSTGRESQL, Upsert, dialect_of, fetch_by_record_ids
 from lojasync.pg_array import array_text
 from store_registry.domain import UPSERT, StoredRecord
 from store_registry.models import STORE_RECORD
@@ -104,9 +104,7 @@ async def load_records(
 ) -> dict[RecordId, StoredRecord]:
     if not record_ids:
         return {}
-    rows = await connection.execute(
-        select_by_record_ids(connection, STORE_RECORD, sorted(record_ids))
-    )
+    rows = await fetch_by_record_ids(connection, STORE_RECORD, sorted(record_ids))
     return {(row.entity, row.record_key): _from_row(row) for row in rows}
 
 

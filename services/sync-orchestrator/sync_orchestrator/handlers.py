@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import Text, and_, any_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lojasync.catalog import ENTITIES, validate_record
@@ -31,13 +31,17 @@ from lojasync.envelope import (
 from lojasync.ids import derived_id, new_id
 from lojasync.messaging import PermanentFailure
 from lojasync.persistence import (
+    POSTGRESQL,
     OutgoingEvent,
     Upsert,
+    array_parameter,
+    dialect_of,
+    fetch_by_record_ids,
     record_inbox,
-    select_by_record_ids,
     utc_now,
     write_together,
 )
+from lojasync.pg_array import array_text
 from lojasync.policy import Owner, Policy, ScopeFromDistribution
 from lojasync.reference import ReferenceTables
 from lojasync.service import ServiceRuntime
@@ -56,6 +60,20 @@ logger = logging.getLogger(__name__)
 
 SOURCE = "lojasync/sync-orchestrator"
 RecordId = tuple[str, str]
+
+# The live parents among `keys`, with their stores. Built once, for each dialect: SQLAlchemy
+# computes the cache key of every new statement object.
+_PARENT_SCOPES_COLUMNS = select(RECORD_STATE.c.record_key, RECORD_STATE.c.stores)
+_PARENT_SCOPES = _PARENT_SCOPES_COLUMNS.where(
+    RECORD_STATE.c.entity == bindparam("entity"),
+    RECORD_STATE.c.record_key.in_(bindparam("keys", expanding=True)),
+    RECORD_STATE.c.deleted.is_(False),
+)
+_PARENT_SCOPES_POSTGRESQL = _PARENT_SCOPES_COLUMNS.where(
+    RECORD_STATE.c.entity == bindparam("entity"),
+    RECORD_STATE.c.record_key == any_(array_parameter("keys", Text)),
+    RECORD_STATE.c.deleted.is_(False),
+)
 
 
 def parse_change(envelope: Envelope, policy: Policy) -> Change:
@@ -224,13 +242,13 @@ class ChangeHandler:
                 value = current.data.get(parent.field)
             if value is not None:
                 keys.add(str(value))
+        postgresql = dialect_of(connection) == POSTGRESQL
+        statement = _PARENT_SCOPES_POSTGRESQL if postgresql else _PARENT_SCOPES
         for parent_entity, keys in wanted.items():
+            ordered = sorted(keys)
             rows = await connection.execute(
-                select(RECORD_STATE.c.record_key, RECORD_STATE.c.stores).where(
-                    RECORD_STATE.c.entity == parent_entity,
-                    RECORD_STATE.c.record_key.in_(sorted(keys)),
-                    RECORD_STATE.c.deleted.is_(False),
-                )
+                statement,
+                {"entity": parent_entity, "keys": array_text(ordered) if postgresql else ordered},
             )
             batch.parent_scopes[parent_entity] = {row.record_key: row.stores for row in rows}
 
@@ -456,9 +474,7 @@ async def _load_states(
     ids = sorted(record_ids)
     if not ids:
         return {}
-    rows = await connection.execute(
-        select_by_record_ids(connection, RECORD_STATE, ids, for_update=True)
-    )
+    rows = await fetch_by_record_ids(connection, RECORD_STATE, ids, for_update=True)
     return {
         (row.entity, row.record_key): CurrentRecord(
             revision=row.revision,
