@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lojasync.envelope import RECORD_CHANGED, Envelope
 from lojasync.outbox import OutboxRelay
-from lojasync.packing import unpack
+from lojasync.packing import BATCH_CONTENT_TYPE, unpack
 from lojasync.persistence import (
     OUTBOX,
     OutgoingEvent,
@@ -35,7 +35,8 @@ class RecordingBus:
 
     async def publish(self, events: Sequence[OutgoingEvent]) -> None:
         for event in events:
-            bodies = unpack(event.body) if event.event_type != RECORD_CHANGED else [event.body]
+            packed = event.content_type == BATCH_CONTENT_TYPE
+            bodies = unpack(event.body) if packed else [event.body]
             self.published.extend(Envelope.from_bytes(body).id for body in bodies)
         while self.during_publish:
             step = self.during_publish.pop(0)
