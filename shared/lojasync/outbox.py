@@ -42,6 +42,7 @@ class OutboxRelay:
         poll_seconds: float = 0.5,
     ) -> None:
         self._engine = engine
+        self._sqlite = is_sqlite_url(engine.url)
         self._bus = bus
         self._name = name
         self._batch_size = batch_size
@@ -65,7 +66,7 @@ class OutboxRelay:
         # Exactly the published ids: a transaction that took a lower id may commit after a
         # round read the table, and its row must stay for the next round.
         published: ColumnElement[bool]
-        if is_sqlite_url(engine.url):
+        if self._sqlite:
             published = OUTBOX.c.id.in_(bindparam("ids", expanding=True))
         else:
             published = OUTBOX.c.id == any_(array_parameter("ids", BigInteger))
@@ -93,7 +94,7 @@ class OutboxRelay:
         attempt = 0
         while True:
             try:
-                if is_sqlite_url(self._engine.url):
+                if self._sqlite:
                     attempt = 0
                     await self._relay_forever(None)
                 async with self._engine.connect() as lock_connection:
@@ -165,7 +166,7 @@ class OutboxRelay:
         ends SQLite's implicit transaction.
         """
         async with self._engine.connect() as connection:
-            if not is_sqlite_url(self._engine.url):
+            if not self._sqlite:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
 
@@ -185,8 +186,8 @@ class OutboxRelay:
 
         ids = [row[0] for row in rows]
         async with self._single_statements() as connection:
-            sqlite = is_sqlite_url(self._engine.url)
-            await connection.execute(self._delete, {"ids": ids if sqlite else array_text(ids)})
+            parameter = ids if self._sqlite else array_text(ids)
+            await connection.execute(self._delete, {"ids": parameter})
             await connection.commit()
         self.published += len(rows)
         logger.debug("outbox published", extra={"relay": self._name, "messages": len(rows)})

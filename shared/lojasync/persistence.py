@@ -70,9 +70,9 @@ def json_document(*, none_as_null: bool = False) -> TypeEngine[Any]:
     """Return the type of a JSON document column: `json` on PostgreSQL, JSON text on SQLite.
 
     PostgreSQL's `json` keeps the text as written and only checks its syntax, where `jsonb`
-    parses each document into a binary tree on every insert: 6 to 8 µs more per row of
+    converts each document to its binary form on every insert: 6 to 8 µs more per row of
     250 bytes on the 2-CPU development machine. lojasync writes documents and reads them
-    back whole and never queries inside them, so it has no use for that tree.
+    back whole and never queries inside them, so the binary form would serve no query.
     """
     return JSON(none_as_null=none_as_null).with_variant(
         postgresql.JSON(none_as_null=none_as_null), POSTGRESQL

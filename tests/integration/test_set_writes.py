@@ -182,7 +182,7 @@ async def test_json_documents_keep_the_text_as_written(engine: AsyncEngine) -> N
     assert stored == '{"zeta":1,"a":"x"}'
 
 
-async def test_upsert_writes_a_database_created_with_jsonb(
+async def test_upsert_into_existing_jsonb_columns(
     fresh_database: DatabaseFactory,
 ) -> None:
     # create_tables does not change the type of an existing column; PostgreSQL casts the
