@@ -28,7 +28,7 @@ async def outbox_ids(engine: AsyncEngine) -> list[str]:
         return [row.event_id for row in rows]
 
 
-async def test_relay_round_deletes_exactly_the_rows_it_published(engine: AsyncEngine) -> None:
+async def test_relay_deletes_only_published_rows(engine: AsyncEngine) -> None:
     bus = RecordingBus()
     relay = OutboxRelay(engine, bus, name="test")  # type: ignore[arg-type]
     await commit_events(engine, "a1", "a2", "a3")
@@ -46,7 +46,7 @@ async def test_relay_round_deletes_exactly_the_rows_it_published(engine: AsyncEn
     assert bus.published == ["a1", "a2", "a3", "late"]
 
 
-async def test_relay_publishes_full_rounds_in_order_once_each(engine: AsyncEngine) -> None:
+async def test_relay_rounds_keep_id_order(engine: AsyncEngine) -> None:
     bus = RecordingBus()
     relay = OutboxRelay(engine, bus, name="test", batch_size=2)  # type: ignore[arg-type]
     names = [f"e{index}" for index in range(5)]

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Text, and_, any_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement, Select
 
 from lojasync.catalog import ENTITIES, validate_record
 from lojasync.digest import content_hash
@@ -61,18 +62,21 @@ logger = logging.getLogger(__name__)
 SOURCE = "lojasync/sync-orchestrator"
 RecordId = tuple[str, str]
 
-# The live parents among `keys`, with their stores. Built once, for each dialect: SQLAlchemy
-# computes the cache key of every new statement object.
-_PARENT_SCOPES_COLUMNS = select(RECORD_STATE.c.record_key, RECORD_STATE.c.stores)
-_PARENT_SCOPES = _PARENT_SCOPES_COLUMNS.where(
-    RECORD_STATE.c.entity == bindparam("entity"),
-    RECORD_STATE.c.record_key.in_(bindparam("keys", expanding=True)),
-    RECORD_STATE.c.deleted.is_(False),
-)
-_PARENT_SCOPES_POSTGRESQL = _PARENT_SCOPES_COLUMNS.where(
-    RECORD_STATE.c.entity == bindparam("entity"),
-    RECORD_STATE.c.record_key == any_(array_parameter("keys", Text)),
-    RECORD_STATE.c.deleted.is_(False),
+
+def _parent_scopes(key_matches: ColumnElement[bool]) -> Select[Any]:
+    """Return a query of the live parents among the `keys` parameter, with their stores."""
+    return select(RECORD_STATE.c.record_key, RECORD_STATE.c.stores).where(
+        RECORD_STATE.c.entity == bindparam("entity"),
+        key_matches,
+        RECORD_STATE.c.deleted.is_(False),
+    )
+
+
+# Built once, for each dialect: SQLAlchemy computes the cache key of every new statement
+# object. PostgreSQL takes the keys as one array, whatever their number.
+_PARENT_SCOPES = _parent_scopes(RECORD_STATE.c.record_key.in_(bindparam("keys", expanding=True)))
+_PARENT_SCOPES_POSTGRESQL = _parent_scopes(
+    RECORD_STATE.c.record_key == any_(array_parameter("keys", Text))
 )
 
 
