@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 # Random bytes are read from the operating system 4 KiB at a time, because a system call
-# for each id cost more than the rest of building it.
+# for each id cost more than the rest of building it. The gateway builds ids in worker
+# threads, so the lock keeps two threads from reading the same offset and the same bytes.
 _RANDOM_BLOCK = 4096
 _random = b""
 _offset = _RANDOM_BLOCK
+_lock = threading.Lock()
 
 
 def _forget_random() -> None:
-    # A forked child must not hand out the ids its parent has still to hand out.
-    global _random, _offset
-    _random, _offset = b"", _RANDOM_BLOCK
+    # A forked child must not hand out the ids its parent has still to hand out. It gets a
+    # new lock because another thread of the parent may have held the old one at the fork.
+    global _random, _offset, _lock
+    _random, _offset, _lock = b"", _RANDOM_BLOCK, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_random)
@@ -29,10 +33,11 @@ os.register_at_fork(after_in_child=_forget_random)
 def new_id() -> str:
     """Return a random UUID (version 4) in its canonical text form."""
     global _random, _offset
-    if _offset >= len(_random):
-        _random, _offset = os.urandom(_RANDOM_BLOCK), 0
-    raw = bytearray(_random[_offset : _offset + 16])
-    _offset += 16
+    with _lock:
+        if _offset >= len(_random):
+            _random, _offset = os.urandom(_RANDOM_BLOCK), 0
+        raw = bytearray(_random[_offset : _offset + 16])
+        _offset += 16
     raw[6] = (raw[6] & 0x0F) | 0x40
     raw[8] = (raw[8] & 0x3F) | 0x80
     return _canonical(raw.hex())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import uuid
 
 import pytest
@@ -50,3 +52,29 @@ def test_forked_child_draws_other_ids_than_its_parent() -> None:
     os.close(reader)
     assert uuid.UUID(child_id).version == 4
     assert child_id != new_id()
+
+
+def test_concurrent_threads_get_distinct_ids() -> None:
+    # A thread switch between reading the buffer offset and advancing it would hand the
+    # same bytes to two threads. A switch interval of a microsecond makes switches frequent.
+    threads, per_thread = 8, 5000
+    drawn: list[list[str]] = [[] for _ in range(threads)]
+    start = threading.Barrier(threads)
+
+    def draw(out: list[str]) -> None:
+        start.wait()
+        out.extend(new_id() for _ in range(per_thread))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=draw, args=(out,)) for out in drawn]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    ids = [one for out in drawn for one in out]
+    assert len(ids) == threads * per_thread
+    assert len(set(ids)) == len(ids)
