@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install broker-plugins demo test test-unit test-fast lint lock status clean
+.PHONY: install demo test test-unit test-fast lint lock status clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "lojasync needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -18,24 +18,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-# The orchestrator's input is partitioned by RabbitMQ's consistent-hash exchange plugin.
-# Where rabbitmq-plugins is not on this machine (a remote broker), enable it there.
-broker-plugins:
-	@if command -v rabbitmq-plugins >/dev/null 2>&1; then \
-		rabbitmq-plugins -q enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1 || \
-		echo "note: rabbitmq-plugins could not enable rabbitmq_consistent_hash_exchange; server mode needs it, embedded mode does not" >&2; fi
-
-# Embedded mode (neither server variable set) needs no RabbitMQ; its plugins are left alone.
 demo: install
-	@if [ -n "$$LOJASYNC_BROKER_URL$$LOJASYNC_DATABASE_SERVER" ]; then \
-		$(MAKE) --no-print-directory broker-plugins; fi
 	$(BIN)/lojasync demo
 
 status: install
 	$(BIN)/lojasync status
 
 # pytest exits with 5 when it collected no test; that is a failure here.
-test: install broker-plugins
+test: install
 	@$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
@@ -61,8 +51,8 @@ clean:
 # BENCH_ARGS adds options, e.g. BENCH_ARGS='--profile --json-out var/bench/result.json'.
 BENCH_ARGS ?=
 .PHONY: bench bench-quick
-bench: install broker-plugins
+bench: install
 	$(BIN)/python -m bench --runs 3 --backlog 200000 --max-load 1.5 $(BENCH_ARGS)
 
-bench-quick: install broker-plugins
+bench-quick: install
 	$(BIN)/python -m bench --runs 1 --products 2000 --latency-seconds 3 --backlog 10000 $(BENCH_ARGS)

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
-import aiormq
 import asyncpg
 
 from bench.results import MachineInfo
-from lojasync.messaging import PARTITION_EXCHANGE_TYPE, lacks_exchange_type
 
 LOAD_POLL_SECONDS = 30.0
 
@@ -78,29 +74,6 @@ async def rabbitmq_version(broker_url: str) -> str:
         return f"{product!s} {version!s}"
     finally:
         await connection.close()
-
-
-async def has_partition_exchange(broker_url: str) -> bool:
-    """Tell whether the broker has the x-consistent-hash exchange type of the
-    rabbitmq_consistent_hash_exchange plugin, by declaring and deleting an exchange of it.
-
-    RabbitMQ closes the connection when it does not have the type.
-    """
-    connection = await aio_pika.connect(broker_url)
-    try:
-        channel = await connection.channel()
-        probe = f"lojasync-bench-probe-{uuid.uuid4().hex[:8]}"
-        try:
-            await channel.declare_exchange(probe, PARTITION_EXCHANGE_TYPE, auto_delete=True)
-        except (aiormq.exceptions.ChannelClosed, aiormq.exceptions.ConnectionClosed) as exc:
-            if lacks_exchange_type(exc):
-                return False
-            raise
-        await channel.exchange_delete(probe)
-        return True
-    finally:
-        with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
-            await connection.close()
 
 
 async def postgresql_version(dsn: str) -> str:

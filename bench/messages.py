@@ -90,16 +90,6 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "o benchmark falhou: não foi possível conectar ao PostgreSQL em {url}: {error}; "
         "inicie-o ou informe --database-server",
     ),
-    "error.plugin_missing": (
-        "benchmark failed: RabbitMQ at {url} has no x-consistent-hash exchange type, which "
-        "the orchestrator's input needs; enable it with `rabbitmq-plugins enable "
-        "rabbitmq_consistent_hash_exchange` (`make bench` does it where rabbitmq-plugins is "
-        "installed)",
-        "o benchmark falhou: o RabbitMQ em {url} não tem o tipo de exchange "
-        "x-consistent-hash, de que a entrada do orquestrador precisa; habilite-o com "
-        "`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` (o `make bench` faz "
-        "isso onde o rabbitmq-plugins está instalado)",
-    ),
     "error.interrupted": (
         "benchmark interrupted; the services were stopped and the databases dropped",
         "benchmark interrompido; os serviços foram parados e os bancos apagados",

@@ -31,7 +31,6 @@ from bench.floors import (
 from bench.latency import run_latency
 from bench.machine import (
     describe_machine,
-    has_partition_exchange,
     postgresql_version,
     rabbitmq_version,
     read_loadavg,
@@ -117,7 +116,6 @@ async def run_benchmark(options: BenchOptions, progress: Progress) -> BenchResul
     broker = redact_url(options.broker_url)
     try:
         await rabbitmq_version(options.broker_url)
-        partitioning = await has_partition_exchange(options.broker_url)
     except (OSError, aiormq.exceptions.AMQPError) as exc:
         raise BenchFailed(
             f"cannot reach RabbitMQ at {broker}: {exc}; start it or pass --broker-url",
@@ -125,15 +123,6 @@ async def run_benchmark(options: BenchOptions, progress: Progress) -> BenchResul
             message="error.broker_unreachable",
             values={"url": broker, "error": exc},
         ) from exc
-    if not partitioning:
-        # The services would wait for the broker until the start-up timeout.
-        raise BenchFailed(
-            f"RabbitMQ at {broker} has no x-consistent-hash exchange type; enable it with "
-            "`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`",
-            None,
-            message="error.plugin_missing",
-            values={"url": broker},
-        )
     try:
         await postgresql_version(system.admin_dsn)
     except (OSError, asyncpg.PostgresError) as exc:

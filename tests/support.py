@@ -88,7 +88,7 @@ class Probe:
         assert self._broker is not None, "Probe.publish_pack needs `async with` first"
         policy = load_policy()
         events = [outgoing_event(envelope, routing_key, policy) for envelope in envelopes]
-        [pack] = pack_events(events)
+        [pack] = pack_events(events, partitions=self._broker.partitions)
         await self._broker.publish([pack])
 
     async def publish_raw(self, body: bytes, routing_key: str) -> None:

@@ -7,9 +7,10 @@ two apart. The brokers of every service in one process that name the same file s
 
 Routing follows RabbitMQ's rules. A topic exchange matches routing keys word by word
 (`*` is one word, `#` is zero or more), and a fanout exchange copies to every bound queue.
-The consistent-hash exchange in front of the orchestrator's partitions picks one queue by
-a CRC-32 of the partition header, so it spreads keys differently from RabbitMQ's plugin.
-A message reaches each matching queue once.
+The headers exchange in front of the orchestrator's partitions delivers a message to the
+queues bound with its partition header's value, and a message no such binding matched to
+the queues bound with the empty value (partition 0), as RabbitMQ's alternate exchange does
+there. A message reaches each matching queue once.
 
 Persistence: the queues' messages are rows of the `messages` table, in id order. A
 `publish` inserts one row per (message, queue) in one transaction, so when it returns the
@@ -43,7 +44,6 @@ import heapq
 import itertools
 import logging
 import sqlite3
-import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +65,7 @@ from lojasync.messaging import (
     dead_letter_headers,
     log_dead_lettered,
 )
+from lojasync.packing import partition_of
 from lojasync.persistence import OutgoingEvent
 from lojasync.topology import (
     ERP_GATEWAY_QUEUE,
@@ -89,7 +90,9 @@ _ROUTE_CACHE_SIZE = 4096
 
 TOPIC = "topic"
 FANOUT = "fanout"
-CONSISTENT_HASH = "x-consistent-hash"
+# Matches one header, named in the exchange's `hash_header` column, against the binding's
+# pattern: the value a queue takes. Bindings with the empty pattern take what none matched.
+HEADERS = "headers"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -287,14 +290,12 @@ class _Topology:
         if exchange is None or name in visited:
             return
         visited.add(name)
-        if exchange.kind == CONSISTENT_HASH:
-            targets = [b for b in exchange.bindings if not b.to_exchange]
-            if targets:
-                # A message without the header hashes the empty string, so it always lands
-                # in the same partition.
-                value = headers.get(exchange.hash_header or "", "")
-                index = zlib.crc32(str(value).encode()) % len(targets)
-                queues.setdefault(targets[index].destination)
+        if exchange.kind == HEADERS:
+            value = headers.get(exchange.hash_header or "")
+            matched = [b for b in exchange.bindings if b.pattern and b.pattern == value]
+            for binding in matched or [b for b in exchange.bindings if not b.pattern]:
+                if not binding.to_exchange:
+                    queues.setdefault(binding.destination)
             return
         for binding in exchange.matching(routing_key):
             if binding.to_exchange:
@@ -505,6 +506,18 @@ class Hub:
             connection.execute(
                 "INSERT OR IGNORE INTO exchanges (name, kind, hash_header) VALUES (?, ?, ?)",
                 (name, kind, hash_header),
+            )
+        self.load_topology()
+
+    def delete_exchange(self, name: str) -> None:
+        """Delete an exchange with the bindings from and to it; a missing one is no error."""
+        if name not in self.topology.exchanges:
+            return
+        with self.transaction() as connection:
+            connection.execute("DELETE FROM exchanges WHERE name = ?", (name,))
+            connection.execute(
+                "DELETE FROM bindings WHERE exchange = ? OR (destination = ? AND to_exchange = 1)",
+                (name, name),
             )
         self.load_topology()
 
@@ -948,13 +961,18 @@ class EmbeddedBroker(NamespaceNames):
         hub.declare_exchange(self.dead_letter_exchange_name, FANOUT)
         hub.declare_queue(self.dead_letter_queue_name)
         hub.bind(self.dead_letter_exchange_name, self.dead_letter_queue_name, "", to_exchange=False)
-        hub.declare_exchange(self.changes_exchange_name, CONSISTENT_HASH, PARTITION_HEADER)
+        hub.declare_exchange(self.partitions_exchange_name, HEADERS, PARTITION_HEADER)
         for pattern in ORCHESTRATOR_INPUT_BINDINGS:
-            hub.bind(self.exchange_name, self.changes_exchange_name, pattern, to_exchange=True)
+            hub.bind(self.exchange_name, self.partitions_exchange_name, pattern, to_exchange=True)
+        # Files of earlier versions route changes through a consistent-hash exchange, which
+        # would deliver every change a second time.
+        hub.delete_exchange(self.legacy_changes_exchange_name)
         for index in range(self.partitions):
             partition = self.queue_name(orchestrator_partition(index))
             hub.declare_queue(partition)
-            hub.bind(self.changes_exchange_name, partition, "1", to_exchange=False)
+            hub.bind(self.partitions_exchange_name, partition, str(index), to_exchange=False)
+            if index == 0:
+                hub.bind(self.partitions_exchange_name, partition, "", to_exchange=False)
         self._declare(ERP_GATEWAY_QUEUE.consumer, ERP_GATEWAY_QUEUE.bindings)
 
     async def ensure_store_queue(self, store_id: str) -> None:
@@ -1000,7 +1018,9 @@ class EmbeddedBroker(NamespaceNames):
                 message_id=event.event_id,
                 type=event.event_type,
                 content_type=event.content_type,
-                headers={PARTITION_HEADER: event.partition_key} if event.partition_key else {},
+                headers={PARTITION_HEADER: str(partition_of(event.partition_key, self.partitions))}
+                if event.partition_key
+                else {},
                 body=event.body,
             )
             for event in events

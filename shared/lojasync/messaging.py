@@ -43,13 +43,15 @@ from lojasync.errors import (
     LojasyncError,
     TransientError,
 )
-from lojasync.packing import BATCH_CONTENT_TYPE, PackInvalid, unpack_objects
+from lojasync.packing import BATCH_CONTENT_TYPE, PackInvalid, partition_of, unpack_objects
 from lojasync.persistence import OutgoingEvent, is_transient_database_error
 from lojasync.topology import (
-    CHANGES_EXCHANGE_SUFFIX,
     ERP_GATEWAY_QUEUE,
+    LEGACY_CHANGES_EXCHANGE_SUFFIX,
     ORCHESTRATOR_INPUT_BINDINGS,
     PARTITION_HEADER,
+    PARTITIONS_EXCHANGE_SUFFIX,
+    UNPARTITIONED_EXCHANGE_SUFFIX,
     orchestrator_partition,
     store_queue,
 )
@@ -75,6 +77,9 @@ HealthCheck = Callable[[], Awaitable[bool]]
 
 class MessageBus(Protocol):
     """The port services publish through; `Broker` implements it on RabbitMQ."""
+
+    # The orchestrator's partition count, which the outbox relay packs events by.
+    partitions: int
 
     async def publish(self, events: Sequence[OutgoingEvent]) -> None: ...
 
@@ -105,8 +110,17 @@ class NamespaceNames:
         return f"{self.namespace}.dead-letters"
 
     @property
-    def changes_exchange_name(self) -> str:
-        return f"{self.namespace}.{CHANGES_EXCHANGE_SUFFIX}"
+    def partitions_exchange_name(self) -> str:
+        return f"{self.namespace}.{PARTITIONS_EXCHANGE_SUFFIX}"
+
+    @property
+    def legacy_changes_exchange_name(self) -> str:
+        return f"{self.namespace}.{LEGACY_CHANGES_EXCHANGE_SUFFIX}"
+
+    def unpartitioned_exchange_name(self, partitions: int) -> str:
+        """Return the name of the partitions exchange's alternate exchange, which carries
+        the partition count."""
+        return f"{self.namespace}.{UNPARTITIONED_EXCHANGE_SUFFIX}.{partitions}"
 
     def queue_name(self, consumer: str) -> str:
         return f"{self.namespace}.{consumer}"
@@ -132,18 +146,6 @@ def log_dead_lettered(
             "reason": reason,
         },
     )
-
-
-# The exchange type of the orchestrator's input, from RabbitMQ's
-# rabbitmq_consistent_hash_exchange plugin.
-PARTITION_EXCHANGE_TYPE = "x-consistent-hash"
-
-
-def lacks_exchange_type(error: aiormq.exceptions.AMQPError) -> bool:
-    """Tell whether RabbitMQ closed a channel or connection because it does not have the
-    exchange type declared: "unknown exchange type", or "invalid" once its plugin was
-    disabled. RabbitMQ closes the whole connection for this."""
-    return "exchange type" in str(error)
 
 
 @dataclass
@@ -209,32 +211,46 @@ class Broker(NamespaceNames):
         self._publish_channel.return_callbacks.add(self._log_unroutable)
 
     async def _declare_orchestrator_input(self) -> None:
-        """Declare the consistent-hash exchange and the orchestrator's partition queues."""
+        """Declare the partitions exchange and the orchestrator's partition queues."""
         channel = self._require_channel()
+        unpartitioned = await channel.declare_exchange(
+            self.unpartitioned_exchange_name(self.partitions),
+            aio_pika.ExchangeType.FANOUT,
+            durable=True,
+        )
         try:
-            changes = await channel.declare_exchange(
-                self.changes_exchange_name,
-                PARTITION_EXCHANGE_TYPE,
+            partitioned = await channel.declare_exchange(
+                self.partitions_exchange_name,
+                aio_pika.ExchangeType.HEADERS,
                 durable=True,
-                arguments={"hash-header": PARTITION_HEADER},
+                arguments={"alternate-exchange": unpartitioned.name},
             )
-        except (aiormq.exceptions.ChannelClosed, aiormq.exceptions.ConnectionClosed) as exc:
-            if not lacks_exchange_type(exc):
-                raise
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise ConfigurationError(
-                "RabbitMQ cannot declare an x-consistent-hash exchange; enable the plugin with "
-                f"`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` ({exc})"
+                f"LOJASYNC_PARTITIONS={self.partitions} differs from the partition count the "
+                f"exchange {self.partitions_exchange_name} was declared with ({exc}); set the "
+                "same LOJASYNC_PARTITIONS on every service. To change the count, stop every "
+                "service, let the orchestrator's queues drain, delete that exchange (for "
+                f"example `rabbitmqadmin delete exchange name={self.partitions_exchange_name}`) "
+                "and start the services with the new value"
             ) from exc
         for pattern in ORCHESTRATOR_INPUT_BINDINGS:
-            await changes.bind(self.exchange_name, routing_key=pattern)
+            await partitioned.bind(self.exchange_name, routing_key=pattern)
+        # Deleting an exchange that does not exist succeeds in RabbitMQ.
+        await channel.exchange_delete(self.legacy_changes_exchange_name)
         for index in range(self.partitions):
             queue = await channel.declare_queue(
                 self.queue_name(orchestrator_partition(index)),
                 durable=True,
                 arguments={"x-queue-type": "classic", "x-single-active-consumer": True},
             )
-            # With a consistent-hash exchange the binding key is the queue's weight.
-            await queue.bind(changes, routing_key="1")
+            await queue.bind(
+                partitioned,
+                routing_key="",
+                arguments={"x-match": "all", PARTITION_HEADER: str(index)},
+            )
+            if index == 0:
+                await queue.bind(unpartitioned)
 
     def _log_unroutable(self, channel: object, message: AbstractIncomingMessage) -> None:
         logger.warning(
@@ -302,7 +318,9 @@ class Broker(NamespaceNames):
             (
                 aio_pika.Message(
                     event.body,
-                    headers={PARTITION_HEADER: event.partition_key}
+                    headers={
+                        PARTITION_HEADER: str(partition_of(event.partition_key, self.partitions))
+                    }
                     if event.partition_key
                     else None,
                     message_id=event.event_id,

@@ -182,7 +182,7 @@ class OutboxRelay:
             OutgoingEvent(event_id, routing_key, event_type, body, partition_key)
             for _, event_id, routing_key, event_type, partition_key, body in rows
         ]
-        await self._bus.publish(pack_events(events))
+        await self._bus.publish(pack_events(events, partitions=self._bus.partitions))
 
         ids = [row[0] for row in rows]
         async with self._single_statements() as connection:

@@ -10,11 +10,13 @@ with the same routing key only, so topic bindings see the same keys as before.
 Order. Events without a partition key (`resolved`, `rejected`) are packed in runs of
 consecutive events, so each queue receives them in the order they were written. Events
 with a partition key (`changed`, `announced`) go to the orchestrator's partition queues:
-they are grouped by partition bucket first, keeping their order within the bucket, and
-then packed in runs of the same routing key. Events of different buckets may change
-their relative order, which costs nothing, because different buckets may reach different
-partitions and no order exists between partitions anyway. Every event of one record has
-the same bucket, so a record's changes keep their order.
+they are grouped by partition and by the entity part of their key (`product` in
+`product:P1`), keeping their order within the group, and each group is packed in runs of
+the same routing key. Events of one key always share a group, so a record's changes, and
+a price table with its prices, keep their order. Events of different groups never share a
+key, and may change their relative order, which costs nothing: no order exists between
+different keys. Grouping by entity lets a push of products and prices, which alternate in
+the outbox, travel as a few packs per partition instead of one pack per alternation.
 """
 
 from __future__ import annotations
@@ -29,13 +31,6 @@ from lojasync.persistence import OutgoingEvent
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
-# Partition keys are mapped onto this many buckets, and the bucket is the value the
-# consistent-hash exchange hashes. Several buckets per partition keep the load even over
-# the partitions (LOJASYNC_PARTITIONS, 4 by default). Few buckets let the relay pack even
-# a push of a hundred records into messages of several events. Changing it moves keys
-# between partitions, so every service of a deployment must use the same value.
-PARTITION_BUCKETS = 32
-
 # A pack contains at most this many events and about this many bytes of event bodies. The
 # consumer's prefetch counts messages, so this bounds a consumer's memory to about
 # prefetch x MAX_PACK_BYTES.
@@ -47,21 +42,30 @@ class PackInvalid(ValueError):
     """A message with the batch content type whose body is not a JSON array of objects."""
 
 
-def partition_bucket(key: str) -> str:
-    """Return the bucket of a partition key, the value of the partition header."""
-    return str(zlib.crc32(key.encode()) % PARTITION_BUCKETS)
+def partition_of(key: str, partitions: int) -> int:
+    """Return the orchestrator partition of a partition key: its CRC-32 modulo `partitions`.
+
+    Every service must use the same `partitions` (LOJASYNC_PARTITIONS), or one key would
+    reach two partitions.
+    """
+    return zlib.crc32(key.encode()) % partitions
 
 
 def pack_events(
     events: Sequence[OutgoingEvent],
     *,
+    partitions: int,
     max_events: int = MAX_PACK_EVENTS,
     max_bytes: int = MAX_PACK_BYTES,
 ) -> list[OutgoingEvent]:
-    """Pack `events` into messages of at most `max_events` events (see the module doc)."""
+    """Pack `events` into messages of at most `max_events` events (see the module doc).
+
+    A pack's `partition_key` is the key of its first event, which has the partition of
+    every event in the pack.
+    """
     packed: list[OutgoingEvent] = []
     for keyed, segment in _segments(events):
-        groups = _by_bucket(segment) if keyed else [segment]
+        groups = _by_partition(segment, partitions) if keyed else [segment]
         for group in groups:
             for run in _runs(group, max_events, max_bytes):
                 packed.append(run[0] if len(run) == 1 else _pack(run))
@@ -99,11 +103,14 @@ def _segments(events: Sequence[OutgoingEvent]) -> Iterator[tuple[bool, list[Outg
         yield keyed, segment
 
 
-def _by_bucket(events: Iterable[OutgoingEvent]) -> list[list[OutgoingEvent]]:
-    buckets: dict[str | None, list[OutgoingEvent]] = {}
+def _by_partition(events: Iterable[OutgoingEvent], partitions: int) -> list[list[OutgoingEvent]]:
+    """Group keyed events by partition and by the entity part of their key, in order."""
+    groups: dict[tuple[int, str], list[OutgoingEvent]] = {}
     for event in events:
-        buckets.setdefault(event.partition_key, []).append(event)
-    return list(buckets.values())
+        key = event.partition_key or ""
+        group = (partition_of(key, partitions), key.partition(":")[0])
+        groups.setdefault(group, []).append(event)
+    return list(groups.values())
 
 
 def _runs(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from lojasync.catalog import ENTITIES
 from lojasync.envelope import RECORD_CHANGED, STORE_ANNOUNCED, Envelope
-from lojasync.packing import partition_bucket
 from lojasync.persistence import OutgoingEvent
 from lojasync.policy import Policy, ScopeFromDistribution
 
@@ -31,8 +30,8 @@ def partition_key(entity: str, record_key: str, policy: Policy) -> str:
 
 
 def outgoing_event(envelope: Envelope, routing_key: str, policy: Policy) -> OutgoingEvent:
-    """Build the outbox row of an event, with the partition bucket of its partition key for
-    the orchestrator's input."""
+    """Build the outbox row of an event, with its partition key for the orchestrator's
+    input (the relay publishes it to the key's partition)."""
     key: str | None = None
     if envelope.type == RECORD_CHANGED and envelope.entity and envelope.recordkey:
         key = partition_key(envelope.entity, envelope.recordkey, policy)
@@ -43,5 +42,5 @@ def outgoing_event(envelope: Envelope, routing_key: str, policy: Policy) -> Outg
         routing_key=routing_key,
         event_type=envelope.type,
         body=envelope.to_bytes(),
-        partition_key=partition_bucket(key) if key is not None else None,
+        partition_key=key,
     )

@@ -6,12 +6,19 @@ gateway's queues when it connects, so a change is kept even when it is published
 its consumer started; and the orchestrator declares a store's queue before it routes a
 record to that store for the first time.
 
-The orchestrator's input is split into partitions: the topic exchange passes `changed.#`
-and `announced.#` to a consistent-hash exchange (`<namespace>.changes`, from the
-rabbitmq_consistent_hash_exchange plugin), which hashes the `x-lojasync-partition-key`
-header onto one of the queues `<namespace>.orchestrator.0` to `.<N-1>`. Every change of
-one record carries the same key, so it lands in the same queue, and each queue has a single
-active consumer, so a record's changes are decided one at a time and in order.
+The orchestrator's input is split into N partitions (LOJASYNC_PARTITIONS): the topic
+exchange passes `changed.#` and `announced.#` to a headers exchange
+(`<namespace>.partitions`), and each queue `<namespace>.orchestrator.<i>` is bound to it
+with the header `lojasync-partition` equal to `i`. The publisher sets that header to the
+CRC-32 of the message's partition key modulo N (`lojasync.packing.partition_of`). Every
+change of one record carries the same key, so it lands in the same queue, and each queue
+has a single active consumer, so a record's changes are decided one at a time and in order.
+
+The headers exchange's alternate exchange, `<namespace>.unpartitioned.<N>`, takes the
+changes no partition queue matched (a publisher that set no header) to partition 0, where
+the orchestrator decides them or dead-letters them with the reason. RabbitMQ compares the
+alternate exchange when an exchange is declared again, so a service configured with
+another N fails to connect instead of routing keys to other partitions than its peers.
 """
 
 from __future__ import annotations
@@ -26,8 +33,14 @@ from lojasync.envelope import (
     store_target,
 )
 
-PARTITION_HEADER = "x-lojasync-partition-key"
-CHANGES_EXCHANGE_SUFFIX = "changes"
+# RabbitMQ's headers exchange ignores headers whose name starts with "x-", so this name
+# has no such prefix.
+PARTITION_HEADER = "lojasync-partition"
+PARTITIONS_EXCHANGE_SUFFIX = "partitions"
+UNPARTITIONED_EXCHANGE_SUFFIX = "unpartitioned"
+# The consistent-hash exchange that earlier versions routed changes through. Services
+# delete it when they connect, because it would deliver every change a second time.
+LEGACY_CHANGES_EXCHANGE_SUFFIX = "changes"
 ORCHESTRATOR_INPUT_BINDINGS = ("changed.#", "announced.#")
 
 

@@ -29,8 +29,9 @@ from lojasync.embedded_broker import EmbeddedBroker
 from lojasync.envelope import CONTENT_TYPE, Envelope
 from lojasync.messaging import Broker
 from lojasync.packing import BATCH_CONTENT_TYPE
+from lojasync.partitioning import outgoing_event
 from lojasync.persistence import OutgoingEvent
-from lojasync.policy import BUNDLED_POLICY
+from lojasync.policy import BUNDLED_POLICY, load_policy
 from lojasync.service import create_broker
 from lojasync.topology import PARTITION_HEADER
 from lojasync_demo.erp_standin import ErpStandin, ErpStandinSettings, push_catalog
@@ -416,10 +417,14 @@ class EventTap:
         message_type: str | None,
         content_type: str | None = CONTENT_TYPE,
     ) -> None:
-        """Publish `body` as the services do: persistent, with the partition header kept."""
+        """Publish `body` as the services do: persistent, and to the partition of its record
+        when the copied message went to a partition."""
         assert self._broker is not None, "EventTap.publish_body needs `async with` first"
         assert content_type == CONTENT_TYPE, f"services publish {CONTENT_TYPE}, not {content_type}"
-        partition_key = headers.get(PARTITION_HEADER)
+        partition_key = None
+        if PARTITION_HEADER in headers:
+            envelope = Envelope.from_bytes(body)
+            partition_key = outgoing_event(envelope, routing_key, load_policy()).partition_key
         await self._broker.publish(
             [
                 OutgoingEvent(
@@ -427,7 +432,7 @@ class EventTap:
                     routing_key=routing_key,
                     event_type=message_type or "",
                     body=body,
-                    partition_key=str(partition_key) if partition_key is not None else None,
+                    partition_key=partition_key,
                 )
             ]
         )

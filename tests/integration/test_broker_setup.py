@@ -1,20 +1,17 @@
-"""RabbitMQ without the consistent-hash plugin: a clear error, and a retry that recovers.
-
-The plugin stays enabled on the test server. RabbitMQ treats an exchange type it does not
-know as it treats a missing plugin: it closes the connection with COMMAND_INVALID,
-"unknown exchange type".
-"""
+"""The orchestrator's input on RabbitMQ: partition counts that must agree, the exchange of
+earlier versions, and changes without a partition header."""
 
 from __future__ import annotations
 
 import logging
 
+import aio_pika
 import pytest
 
-from bench import machine
-from lojasync import messaging
 from lojasync.errors import ConfigurationError
 from lojasync.messaging import Broker
+from lojasync.packing import partition_of
+from lojasync.persistence import OutgoingEvent
 from lojasync.service import ServiceRuntime
 from lojasync.settings import CommonSettings
 from tests.conftest import DatabaseFactory
@@ -22,54 +19,104 @@ from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
-UNKNOWN_TYPE = "x-lojasync-missing-plugin"
+
+def change(event_id: str, partition_key: str | None) -> OutgoingEvent:
+    return OutgoingEvent(event_id, "changed.product.erp", "t", b"{}", partition_key)
 
 
-async def test_missing_plugin_names_the_fix(
-    broker_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(messaging, "PARTITION_EXCHANGE_TYPE", UNKNOWN_TYPE)
+async def partition_depths(broker: Broker) -> list[int]:
+    return [await broker.queue_depth(f"orchestrator.{index}") for index in range(4)]
+
+
+async def publish_one(broker_url: str, namespace: str, partition_key: str | None) -> list[int]:
+    """Publish one change through a new broker client; return the partition queues' depths."""
     broker = Broker(broker_url, namespace)
+    await broker.connect(attempts=1)
+    try:
+        await broker.publish([change("e1", partition_key)])
+        return await eventually(
+            lambda: partition_depths(broker),
+            until=lambda found: sum(found) >= 1,
+            timeout=10,
+            what="the change in a partition queue",
+        )
+    finally:
+        await broker.close()
 
-    with pytest.raises(ConfigurationError) as raised:
-        await broker.connect(attempts=1)
 
-    assert "rabbitmq-plugins enable rabbitmq_consistent_hash_exchange" in str(raised.value)
-    assert broker.connection is None
+async def test_other_partition_count_names_the_fix(broker_url: str, namespace: str) -> None:
+    first = Broker(broker_url, namespace, partitions=4)
+    await first.connect(attempts=1)
+    other = Broker(broker_url, namespace, partitions=8)
+    try:
+        with pytest.raises(ConfigurationError) as raised:
+            await other.connect(attempts=1)
+    finally:
+        await first.close()
+
+    message = str(raised.value)
+    assert "LOJASYNC_PARTITIONS=8" in message
+    assert f"name={namespace}.partitions" in message
+    assert other.connection is None
 
 
-async def test_service_retries_until_plugin_enabled(
+async def test_service_connects_once_exchange_deleted(
     broker_url: str,
     namespace: str,
     fresh_database: DatabaseFactory,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(messaging, "PARTITION_EXCHANGE_TYPE", UNKNOWN_TYPE)
-    settings = CommonSettings(broker_url=broker_url, namespace=namespace)
-    runtime = ServiceRuntime("plugin-test", await fresh_database("plugin-test"), settings)
+    first = Broker(broker_url, namespace, partitions=4)
+    await first.connect(attempts=1)
+    await first.close()
+    settings = CommonSettings(broker_url=broker_url, namespace=namespace, partitions=8)
+    runtime = ServiceRuntime("partitions-test", await fresh_database("partitions"), settings)
     caplog.set_level(logging.ERROR, logger="lojasync.service")
     try:
         await runtime.start([], [], broker_wait_seconds=1.0)
 
         assert not runtime.broker_ready
         errors = [record.getMessage() for record in caplog.records]
-        assert any("rabbitmq_consistent_hash_exchange" in message for message in errors)
+        assert any("LOJASYNC_PARTITIONS=8" in message for message in errors)
+
+        connection = await aio_pika.connect(broker_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.exchange_delete(f"{namespace}.partitions")
 
         async def connected() -> bool:
             return runtime.broker_ready
 
-        monkeypatch.setattr(messaging, "PARTITION_EXCHANGE_TYPE", "x-consistent-hash")
         await eventually(connected, timeout=15, what="broker connected")
     finally:
         await runtime.stop()
 
 
-async def test_bench_probe_tells_plugin_missing(
-    broker_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert await machine.has_partition_exchange(broker_url) is True
+async def test_legacy_changes_exchange_deleted(broker_url: str, namespace: str) -> None:
+    # Earlier versions bound `<namespace>.changes` between the topic exchange and the
+    # partition queues. A fanout replaces the consistent-hash exchange here, because only
+    # the name matters: left in place, the fanout would copy the change into every queue.
+    first = Broker(broker_url, namespace)
+    await first.connect(attempts=1)
+    await first.close()
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        legacy = await channel.declare_exchange(
+            f"{namespace}.changes", aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        await legacy.bind(namespace, routing_key="changed.#")
+        for index in range(4):
+            queue = await channel.get_queue(f"{namespace}.orchestrator.{index}")
+            await queue.bind(legacy)
 
-    monkeypatch.setattr(machine, "PARTITION_EXCHANGE_TYPE", UNKNOWN_TYPE)
+    depths = await publish_one(broker_url, namespace, "product:P1")
 
-    assert await machine.has_partition_exchange(broker_url) is False
+    assert depths[partition_of("product:P1", 4)] == 1
+    assert sum(depths) == 1
+
+
+async def test_unkeyed_change_goes_to_first(broker_url: str, namespace: str) -> None:
+    depths = await publish_one(broker_url, namespace, None)
+
+    assert depths == [1, 0, 0, 0]

@@ -24,6 +24,7 @@ from lojasync.embedded_broker import (
 from lojasync.envelope import RECORD_CHANGED, Envelope
 from lojasync.errors import BrokerUnavailable, ConfigurationError
 from lojasync.messaging import QUEUE_HEADER, REASON_HEADER, PermanentFailure
+from lojasync.packing import partition_of
 from lojasync.persistence import OutgoingEvent
 from lojasync.topology import PARTITION_HEADER
 from tests.support import Collector, eventually
@@ -184,15 +185,55 @@ async def test_unroutable_message_dropped(
 
 
 async def test_partition_key_picks_one_partition(broker: EmbeddedBroker) -> None:
-    events = [event(f"e{i}", "changed.product.erp", partition_key="product:P1") for i in range(6)]
+    key = next(f"product:P{n}" for n in range(100) if partition_of(f"product:P{n}", 4) == 2)
+    events = [event(f"e{i}", "changed.product.erp", partition_key=key) for i in range(6)]
     events += [event(f"n{i}", "announced.store.loja-1") for i in range(3)]
 
     await broker.publish(events)
 
+    # The three without a partition header go to partition 0.
     depths = [await broker.queue_depth(f"orchestrator.{i}") for i in range(4)]
-    assert sum(depths) == 9
-    # Six with one key and three without the header: at most two partitions hold them.
-    assert sorted(d for d in depths if d) in ([9], [3, 6])
+    assert depths == [3, 0, 6, 0]
+
+
+async def test_legacy_hash_exchange_removed(broker_path: Path) -> None:
+    # Files of earlier versions route changes through a consistent-hash exchange as well.
+    first = EmbeddedBroker(url_of(broker_path), NAMESPACE)
+    await first.connect()
+    await first.close()
+    legacy = f"{NAMESPACE}.changes"
+    with sqlite3.connect(broker_path) as connection:
+        connection.execute(
+            "INSERT INTO exchanges (name, kind, hash_header) VALUES (?, 'x-consistent-hash', ?)",
+            (legacy, PARTITION_HEADER),
+        )
+        connection.execute(
+            "INSERT INTO bindings (exchange, destination, to_exchange, pattern) "
+            "VALUES (?, ?, 1, 'changed.#')",
+            (NAMESPACE, legacy),
+        )
+        for index in range(4):
+            connection.execute(
+                "INSERT INTO bindings (exchange, destination, to_exchange, pattern) "
+                "VALUES (?, ?, 0, '1')",
+                (legacy, f"{NAMESPACE}.orchestrator.{index}"),
+            )
+
+    upgraded = EmbeddedBroker(url_of(broker_path), NAMESPACE)
+    await upgraded.connect()
+    try:
+        await upgraded.publish([event("e1", "changed.product.erp", partition_key="product:P1")])
+        depths = [await upgraded.queue_depth(f"orchestrator.{i}") for i in range(4)]
+    finally:
+        await upgraded.close()
+
+    assert depths[partition_of("product:P1", 4)] == 1
+    assert sum(depths) == 1
+    with sqlite3.connect(broker_path) as connection:
+        left = connection.execute(
+            "SELECT count(*) FROM bindings WHERE exchange = ? OR destination = ?", (legacy, legacy)
+        ).fetchone()
+    assert left == (0,)
 
 
 async def test_partition_keys_spread(broker: EmbeddedBroker) -> None:

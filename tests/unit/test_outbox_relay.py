@@ -29,6 +29,8 @@ def outgoing(event_id: str) -> OutgoingEvent:
 class RecordingBus:
     """Keeps the ids of published events; can run a step while a round is publishing."""
 
+    partitions = 4
+
     def __init__(self) -> None:
         self.published: list[str] = []
         self.during_publish: list[object] = []

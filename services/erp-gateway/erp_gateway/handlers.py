@@ -35,7 +35,6 @@ from lojasync.envelope import (
 )
 from lojasync.ids import new_id
 from lojasync.messaging import PermanentFailure
-from lojasync.packing import partition_bucket
 from lojasync.partitioning import partition_key
 from lojasync.persistence import OutgoingEvent, add_outbox, record_inbox, utc_now
 from lojasync.policy import Policy
@@ -96,7 +95,7 @@ def _outgoing(change: AcceptedChange, policy: Policy) -> OutgoingEvent:
         changed_key(change.entity, ERP_ORIGIN),
         RECORD_CHANGED,
         serialize_event(id=event_id, **change.event_attributes()),
-        partition_bucket(partition_key(change.entity, change.record_key, policy)),
+        partition_key(change.entity, change.record_key, policy),
     )
 
 
