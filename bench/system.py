@@ -25,6 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from sqlalchemy.engine import make_url
 
 from lojasync.batch import batch_queue
+from lojasync.messaging import Broker
 from lojasync.persistence import drop_database, ensure_database
 from lojasync.settings import database_url_for
 from lojasync.topology import orchestrator_partition, store_queue
@@ -213,7 +214,14 @@ class BenchSystem:
         return [*names, *sorted(self.extra_queues)]
 
     def exchange_names(self) -> list[str]:
-        base = [self.namespace, f"{self.namespace}.dead-letter", f"{self.namespace}.changes"]
+        """Return every exchange the services declare in this namespace, and the bench's own."""
+        names = Broker(self.broker_url, self.namespace, partitions=PARTITIONS)
+        base = [
+            names.exchange_name,
+            names.dead_letter_exchange_name,
+            names.partitions_exchange_name,
+            names.unpartitioned_exchange_name(PARTITIONS),
+        ]
         return [*base, *sorted(self.extra_exchanges)]
 
     async def close(self) -> None:

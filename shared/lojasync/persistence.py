@@ -180,8 +180,8 @@ class OutgoingEvent(NamedTuple):
     routing_key: str
     event_type: str
     body: bytes
-    # The partition bucket of the event's partition key, which the orchestrator's input
-    # exchange hashes to pick a partition; see lojasync.topology and lojasync.packing.
+    # The key that orders the event among the orchestrator's input (`product:P1`). The
+    # publisher derives the partition from it; see lojasync.topology and lojasync.packing.
     partition_key: str | None = None
     content_type: str = "application/cloudevents+json"
 

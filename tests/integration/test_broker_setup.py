@@ -4,17 +4,20 @@ earlier versions, and changes without a partition header."""
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import aio_pika
 import pytest
 
+from bench.system import PARTITIONS, BenchSystem
 from lojasync.errors import ConfigurationError
 from lojasync.messaging import Broker
 from lojasync.packing import partition_of
 from lojasync.persistence import OutgoingEvent
 from lojasync.service import ServiceRuntime
 from lojasync.settings import CommonSettings
-from tests.conftest import DatabaseFactory
+from tests.conftest import DatabaseFactory, _broker_objects, _namespaces_used
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -120,3 +123,20 @@ async def test_unkeyed_change_goes_to_first(broker_url: str, namespace: str) -> 
     depths = await publish_one(broker_url, namespace, None)
 
     assert depths == [1, 0, 0, 0]
+
+
+async def test_bench_deletes_every_declared_exchange(broker_url: str, tmp_path: Path) -> None:
+    # The benchmark deletes its namespace's exchanges by name when it stops, so its list
+    # must name every exchange a service declares.
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("listing the broker's exchanges needs rabbitmqctl on this machine")
+    system = BenchSystem(broker_url, "unused", tmp_path, ("loja-1",))
+    _namespaces_used.add(system.namespace)
+    broker = Broker(broker_url, system.namespace, partitions=PARTITIONS)
+    await broker.connect(attempts=1)
+    await broker.close()
+
+    declared = _broker_objects("exchanges", {system.namespace})
+
+    assert declared
+    assert set(declared) <= set(system.exchange_names())
