@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from sqlalchemy import BigInteger, any_, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -40,6 +40,7 @@ class OutboxRelay:
         name: str,
         batch_size: int = 1000,
         poll_seconds: float = 0.5,
+        gather_seconds: float = 0.0,
     ) -> None:
         self._engine = engine
         self._sqlite = is_sqlite_url(engine.url)
@@ -47,7 +48,12 @@ class OutboxRelay:
         self._name = name
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._gather_seconds = gather_seconds
         self._wakeup = asyncio.Event()
+        # Transactions of this service open now (see `writing`), and whether there are none.
+        self._writers = 0
+        self._no_writers = asyncio.Event()
+        self._no_writers.set()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         # Built once: SQLAlchemy computes the cache key of every new statement object.
@@ -75,6 +81,24 @@ class OutboxRelay:
     def wake(self) -> None:
         """Ask the relay to look at the outbox now; writers call this after commit."""
         self._wakeup.set()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Mark a transaction of this service as open while the block runs.
+
+        A woken relay waits up to `gather_seconds` for open transactions to end. The
+        orchestrator's partitions decide one push's changes at the same time and commit a
+        few milliseconds apart, and the wait lets one round publish all their events, so
+        a store receives one message for the push instead of one per commit.
+        """
+        self._writers += 1
+        self._no_writers.clear()
+        try:
+            yield
+        finally:
+            self._writers -= 1
+            if self._writers == 0:
+                self._no_writers.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox relay {self._name}")
@@ -126,7 +150,8 @@ class OutboxRelay:
                 # A wake-up (a commit, or the broker coming back) cuts the wait short.
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._wakeup.wait()
                 except TimeoutError:
                     pass
 
@@ -149,13 +174,28 @@ class OutboxRelay:
             self._wakeup.clear()
             published = await self.relay_once()
             if published < self._batch_size:
+                # asyncio.timeout, not wait_for: wait_for in Python 3.11 may swallow the
+                # cancellation of `stop` when the event is set at the same moment.
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
+                    async with asyncio.timeout(self._poll_seconds):
+                        await self._wakeup.wait()
                 except TimeoutError:
                     # The lock connection must stay alive for the lock to hold.
                     if lock_connection is not None:
                         await lock_connection.execute(text("SELECT 1"))
                         await lock_connection.commit()
+                    continue
+                await self._gather()
+
+    async def _gather(self) -> None:
+        """Wait up to `gather_seconds` until no transaction of this service is open."""
+        if self._gather_seconds <= 0 or self._writers == 0:
+            return
+        try:
+            async with asyncio.timeout(self._gather_seconds):
+                await self._no_writers.wait()
+        except TimeoutError:
+            pass
 
     @asynccontextmanager
     async def _single_statements(self) -> AsyncIterator[AsyncConnection]:

@@ -86,6 +86,7 @@ class ServiceRuntime:
             name=name,
             batch_size=settings.outbox_batch,
             poll_seconds=settings.outbox_poll_seconds,
+            gather_seconds=settings.outbox_gather_ms / 1000,
         )
         self.consumers: list[BatchConsumer] = []
         self._connector: asyncio.Task[None] | None = None
@@ -187,8 +188,9 @@ class ServiceRuntime:
         Consumers that only apply decisions add no events, and waking the relay after each
         of their batches made it read an empty outbox every time.
         """
-        async with self.engine.begin() as connection:
-            yield connection
-            wrote_outbox = connection.info.pop(OUTBOX_WRITTEN, False)
+        with self.relay.writing():
+            async with self.engine.begin() as connection:
+                yield connection
+                wrote_outbox = connection.info.pop(OUTBOX_WRITTEN, False)
         if wrote_outbox:
             self.relay.wake()

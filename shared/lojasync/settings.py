@@ -46,6 +46,13 @@ class CommonSettings(BaseSettings):
     )
     outbox_batch: int = Field(default=1000, ge=1, description="outbox rows published per round")
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    outbox_gather_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=1000,
+        description="how long a woken outbox relay waits at most for the service's other "
+        "open transactions to commit, so that one round publishes their events together",
+    )
     log_level: str = "INFO"
 
     @field_validator("namespace")

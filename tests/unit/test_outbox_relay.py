@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -33,9 +34,11 @@ class RecordingBus:
 
     def __init__(self) -> None:
         self.published: list[str] = []
+        self.rounds = 0
         self.during_publish: list[object] = []
 
     async def publish(self, events: Sequence[OutgoingEvent]) -> None:
+        self.rounds += 1
         for event in events:
             packed = event.content_type == BATCH_CONTENT_TYPE
             bodies = unpack(event.body) if packed else [event.body]
@@ -81,3 +84,45 @@ async def test_wake_during_a_round_starts_another_round(engine: AsyncEngine) -> 
     finally:
         await relay.stop()
     assert bus.published == ["first", "second"]
+
+
+async def test_woken_relay_waits_for_open_transaction(engine: AsyncEngine) -> None:
+    # Two transactions commit 0.2 s apart: one round publishes both. The relay's first
+    # round, which runs when it starts, publishes an earlier event first.
+    bus = RecordingBus()
+    relay = OutboxRelay(engine, bus, name="test", poll_seconds=60, gather_seconds=5.0)  # type: ignore[arg-type]
+    await commit_events(engine, "earlier")
+    relay.start()
+    try:
+        await eventually(lambda: published_count(bus), until=lambda n: n == 1, timeout=5)
+        with relay.writing():
+            with relay.writing():
+                await commit_events(engine, "first")
+            relay.wake()
+            await asyncio.sleep(0.2)
+            published_while_open = list(bus.published)
+            await commit_events(engine, "second")
+        relay.wake()
+        await eventually(lambda: published_count(bus), until=lambda n: n == 3, timeout=5)
+    finally:
+        await relay.stop()
+    assert published_while_open == ["earlier"]
+    assert bus.published == ["earlier", "first", "second"]
+    assert bus.rounds == 2
+
+
+async def test_gather_wait_is_bounded(engine: AsyncEngine) -> None:
+    # A transaction that stays open delays the round by at most gather_seconds.
+    bus = RecordingBus()
+    relay = OutboxRelay(engine, bus, name="test", poll_seconds=60, gather_seconds=0.1)  # type: ignore[arg-type]
+    relay.start()
+    try:
+        with relay.writing():
+            await commit_events(engine, "first")
+            relay.wake()
+            await eventually(
+                lambda: published_count(bus), until=lambda count: count == 1, timeout=5
+            )
+    finally:
+        await relay.stop()
+    assert bus.published == ["first"]
