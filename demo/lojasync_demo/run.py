@@ -43,7 +43,12 @@ from lojasync.settings import (
     redact_url,
     servers_configured,
 )
-from lojasync.topology import ERP_GATEWAY_QUEUE, orchestrator_partition, store_queue
+from lojasync.topology import (
+    ERP_GATEWAY_QUEUE,
+    PARTITIONS_EXCHANGE_SUFFIX,
+    orchestrator_partition,
+    store_queue,
+)
 from lojasync_demo.catalog import REFERENCE_ENTITIES, build_catalog
 from lojasync_demo.embedded import EmbeddedLayout, EmbeddedServices
 from lojasync_demo.erp_standin import push_catalog
@@ -126,6 +131,9 @@ async def _reset(broker_url: str, server: str) -> None:
         ]
         for consumer in consumers:
             await channel.queue_delete(f"{NAMESPACE}.{consumer}")
+        # The partitions exchange records the partition count; deleting it lets a run
+        # with another LOJASYNC_PARTITIONS declare it again.
+        await channel.exchange_delete(f"{NAMESPACE}.{PARTITIONS_EXCHANGE_SUFFIX}")
 
 
 def _services(broker_url: str, server: str, log_dir: Path) -> list[ServiceProcess]:

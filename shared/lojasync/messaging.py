@@ -5,8 +5,11 @@ Topology per namespace `ns`:
   `lojasync.envelope` (`changed.<entity>.<origin>`, `resolved.<entity>.<target>`, ...).
 - `ns.dead-letter` (fanout exchange) and its queue `ns.dead-letters`: messages that
   cannot be handled, with the reason in the `x-lojasync-reason` header.
-- One durable queue per consumer, named by the service (`ns.orchestrator`,
-  `ns.store.<id>`, `ns.erp-gateway`).
+- `ns.partitions` (headers exchange) and its alternate `ns.unpartitioned.<N>`: the
+  orchestrator's input, split over the queues `ns.orchestrator.0` to `.<N-1>` (see
+  `lojasync.topology`).
+- One durable queue per other consumer, named by the service (`ns.store.<id>`,
+  `ns.erp-gateway`).
 
 The ack policy lives in one place, `BatchConsumer`. A batch is acked after its handler
 committed. A message that cannot be parsed, or that the handler rejects for good, is
@@ -229,10 +232,11 @@ class Broker(NamespaceNames):
             raise ConfigurationError(
                 f"LOJASYNC_PARTITIONS={self.partitions} differs from the partition count the "
                 f"exchange {self.partitions_exchange_name} was declared with ({exc}); set the "
-                "same LOJASYNC_PARTITIONS on every service. To change the count, stop every "
-                "service, let the orchestrator's queues drain, delete that exchange (for "
-                f"example `rabbitmqadmin delete exchange name={self.partitions_exchange_name}`) "
-                "and start the services with the new value"
+                "same LOJASYNC_PARTITIONS on every service. To change the count, stop the ERP "
+                "gateway and the store registries, wait until the orchestrator's queues are "
+                "empty, stop the orchestrator, delete that exchange (for example "
+                f"`rabbitmqadmin delete exchange name={self.partitions_exchange_name}`, from "
+                "the management plugin) and start every service with the new value"
             ) from exc
         for pattern in ORCHESTRATOR_INPUT_BINDINGS:
             await partitioned.bind(self.exchange_name, routing_key=pattern)

@@ -132,8 +132,8 @@ class ServiceRuntime:
                 await self.broker.connect(attempts=1)
                 break
             except (BrokerUnavailable, ConfigurationError) as exc:
-                # A broker that rejects the exchanges (a missing plugin) is retried too, so
-                # the service connects once the broker is fixed, without a restart.
+                # A broker that rejects the exchanges (another partition count) is retried
+                # too, so the service connects once the broker is fixed, without a restart.
                 attempt += 1
                 delay = min(10.0, 0.5 * attempt)
                 if attempt == 1 or attempt % 30 == 0:
