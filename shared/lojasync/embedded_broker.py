@@ -64,8 +64,8 @@ from lojasync.messaging import (
     NamespaceNames,
     dead_letter_headers,
     log_dead_lettered,
+    partition_header,
 )
-from lojasync.packing import partition_of
 from lojasync.persistence import OutgoingEvent
 from lojasync.topology import (
     ERP_GATEWAY_QUEUE,
@@ -1018,7 +1018,7 @@ class EmbeddedBroker(NamespaceNames):
                 message_id=event.event_id,
                 type=event.event_type,
                 content_type=event.content_type,
-                headers={PARTITION_HEADER: str(partition_of(event.partition_key, self.partitions))}
+                headers=partition_header(event.partition_key, self.partitions)
                 if event.partition_key
                 else {},
                 body=event.body,

@@ -95,6 +95,11 @@ def is_transient(error: BaseException) -> bool:
     return is_transient_database_error(error)
 
 
+def partition_header(partition_key: str, partitions: int) -> dict[str, Any]:
+    """Return the header that routes an event with `partition_key` to its partition queue."""
+    return {PARTITION_HEADER: str(partition_of(partition_key, partitions))}
+
+
 class NamespaceNames:
     """Names of a namespace's exchanges and queues, the same on every broker."""
 
@@ -322,9 +327,7 @@ class Broker(NamespaceNames):
             (
                 aio_pika.Message(
                     event.body,
-                    headers={
-                        PARTITION_HEADER: str(partition_of(event.partition_key, self.partitions))
-                    }
+                    headers=partition_header(event.partition_key, self.partitions)
                     if event.partition_key
                     else None,
                     message_id=event.event_id,

@@ -88,8 +88,8 @@ class OutboxRelay:
 
         A woken relay waits up to `gather_seconds` for open transactions to end. The
         orchestrator's partitions decide one push's changes at the same time and commit a
-        few milliseconds apart, and the wait lets one round publish all their events, so
-        a store receives one message for the push instead of one per commit.
+        few milliseconds apart. The wait lets one round publish all their events, so a
+        store receives one message for the push instead of one per commit.
         """
         self._writers += 1
         self._no_writers.clear()
