@@ -9,7 +9,6 @@ as changes, which is how drift in records the store may edit is repaired.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from sqlalchemy import text
 from lojasync.buckets import MAX_BUCKETS, MIN_BUCKETS, bucket_query, bucket_rows_query
 from lojasync.catalog import ENTITIES
 from lojasync.envelope import RECORD_CHANGED, Envelope, changed_key
+from lojasync.ids import new_id
 from lojasync.partitioning import outgoing_event
 from lojasync.persistence import add_outbox, utc_now
 from lojasync.postgresql_only import PostgresqlRequired, require_postgresql
@@ -143,7 +143,7 @@ async def raise_records(registry: Registry, body: RaiseRequest) -> dict[str, Any
             if record.pending_action is not None:
                 skipped.append({"entity": entity, "record_key": key, "reason": "pending"})
                 continue
-            event_id = str(uuid.uuid4())
+            event_id = new_id()
             event = Envelope(
                 id=event_id,
                 source=registry.source,

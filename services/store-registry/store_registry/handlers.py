@@ -26,6 +26,7 @@ from lojasync.envelope import (
     store_origin,
     store_target,
 )
+from lojasync.ids import new_id
 from lojasync.messaging import PermanentFailure
 from lojasync.partitioning import outgoing_event
 from lojasync.persistence import OutgoingEvent, add_outbox, database_ready, record_inbox, utc_now
@@ -143,7 +144,7 @@ class StoreRegistry:
                 store_id=self.store_id,
                 edit=edit,
                 current=current,
-                event_id=str(uuid.uuid4()),
+                event_id=new_id(),
                 now=now,
             )
             await self._save_outcome(connection, outcome)
@@ -169,7 +170,7 @@ class StoreRegistry:
                 key=key,
                 base_revision=base_revision,
                 current=current,
-                event_id=str(uuid.uuid4()),
+                event_id=new_id(),
                 now=now,
             )
             await self._save_outcome(connection, outcome)

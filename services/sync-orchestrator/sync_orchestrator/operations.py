@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
@@ -19,6 +18,7 @@ from sqlalchemy import Column, Index, Integer, Table, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 
+from lojasync.ids import new_id
 from lojasync.persistence import UtcDateTime, json_document, utc_now
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class OperationLog:
         *,
         dry_run: bool = False,
     ) -> str:
-        operation_id = str(uuid.uuid4())
+        operation_id = new_id()
         async with self.engine.begin() as connection:
             await connection.execute(
                 OPERATION.insert().values(
